@@ -1,0 +1,1 @@
+"""usfad models: flow layers, tabular and image anomaly detectors. Pure PyTorch, no I/O."""

@@ -1,0 +1,1 @@
+"""Tabular one-class detectors (pure PyTorch)."""

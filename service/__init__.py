@@ -1,0 +1,1 @@
+"""usfad scoring service: FastAPI API, Redis queue, ONNX Runtime workers."""

@@ -1,0 +1,1 @@
+"""usfad training: data, fitting, evaluation, experiments, export, CLI."""
