@@ -14,7 +14,7 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 @pytest.fixture(autouse=True)
 def _deterministic_torch() -> None:
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tiny models: one thread is fastest and avoids contention
 
 
 @pytest.fixture(scope="session")

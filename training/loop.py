@@ -109,7 +109,7 @@ def fit(
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            total += float(loss) * batch.shape[0]
+            total += float(loss.detach()) * batch.shape[0]
             count += batch.shape[0]
         if result.failed:
             break

@@ -1,9 +1,214 @@
-"""Commands of this area (being written)."""
+"""``usfad train image`` and ``usfad bench image``: FastFlow / CFlow / U-Flow with affine, additive or USF."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+FAMILIES = ("fastflow", "cflow", "uflow")
+FLOWS = ("affine", "additive", "usf")
+REFERENCES = ("padim", "patchcore")
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--input-size must look like 160x224, got {text!r}") from error
+    return height, width
+
+
+def _csv(choices: tuple[str, ...]):  # noqa: ANN202 - argparse type factory
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        bad = [item for item in items if item not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"choose from {', '.join(choices)} (comma-separated), got {text!r}"
+            )
+        return items
+
+    return parse
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        choices=("cpu", "paper"),
+        default=None,
+        help="cpu: small input, cached features, few epochs; paper: Appendix E "
+        "(default: paper on a GPU, cpu otherwise)",
+    )
+    parser.add_argument("--epochs", type=int, help="maximum epochs (early stopping on validation NLL)")
+    parser.add_argument(
+        "--long-side", type=int, help="long side of the input; the other keeps the aspect ratio"
+    )
+    parser.add_argument("--input-size", type=_input_size, help="explicit HxW input size (multiples of 32)")
+    parser.add_argument("--backbone", default="efficientnet_lite0", help="timm backbone name")
+    parser.add_argument(
+        "--backbone-weights", type=Path, help="ImageNet checkpoint file (timm naming) for the backbone"
+    )
+    parser.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="let timm download the backbone's pretrained weights from the hub",
+    )
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="random-init backbone (stamped as 'random-init' in every output)",
+    )
+    parser.add_argument("--max-train-images", type=int, help="use at most this many training images")
+    parser.add_argument("--max-test-images", type=int, help="evaluate on at most this many test images")
+    parser.add_argument("--max-seconds", type=float, help="time budget per training run")
+
+
+def _backbone_weights(args: argparse.Namespace) -> str:
+    chosen = [bool(args.backbone_weights), args.allow_download, args.random_init]
+    if sum(chosen) > 1:
+        raise ValueError(
+            "backbone weights: pass only one of --backbone-weights, --allow-download, --random-init"
+        )
+    if args.backbone_weights:
+        return str(args.backbone_weights)
+    if args.allow_download:
+        return "hub"
+    if args.random_init:
+        return "random-init"
+    if args.backbone != "efficientnet_lite0":
+        raise ValueError(
+            f"--backbone {args.backbone}: no offline weights; pass --backbone-weights PATH, "
+            "--allow-download or --random-init"
+        )
+    return "offline"
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    weights = _backbone_weights(args)
+    if weights != "hub":
+        # Nothing may reach the network unless the user asked for the hub.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    for name in ("epochs", "long_side", "max_train_images", "max_test_images"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    return {
+        "epochs": args.epochs,
+        "long_side": args.long_side,
+        "input_size": args.input_size,
+        "backbone": args.backbone,
+        "backbone_weights": weights,
+        "max_train_images": args.max_train_images,
+        "max_test_images": args.max_test_images,
+        "max_seconds": args.max_seconds,
+    }
+
+
+def _default_profile(args: argparse.Namespace) -> str:
+    if args.profile:
+        return args.profile
+    import torch
+
+    return "paper" if torch.cuda.is_available() else "cpu"
+
+
+def _run_guarded(function, args: argparse.Namespace) -> int:  # noqa: ANN001
+    """Run a handler; bad input becomes one clear error line and exit code 2."""
+    try:
+        return function(args)
+    except (ValueError, KeyError, OSError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"usfad: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.image.train import train_image_run
+
+    run_dir = train_image_run(
+        args.data,
+        args.model,
+        args.flow,
+        args.out,
+        profile=_default_profile(args),
+        seed=args.seed,
+        **_overrides(args),
+    )
+    from training.runs import read_run
+
+    run = read_run(run_dir)
+    fit, metrics = run["fit"], run["metrics"]
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float))
+    print(f"{run_dir}: {run['family']}-{run['flow']} on {run['backbone']} [{run['profile']} profile]")
+    print(f"  stopped after {fit['epochs_run']} epochs ({fit['stop_reason']}); {shown}")
+    return 1 if fit["failed"] else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import logging
+
+    from training.image.bench import run_image_bench
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    if args.seeds <= 0:
+        raise ValueError(f"--seeds must be positive, got {args.seeds}")
+    out = run_image_bench(
+        args.data_dir,
+        args.out,
+        models=args.models,
+        flows=args.flows,
+        seeds=args.seeds,
+        references=args.references,
+        report_only=args.report_only,
+        profile=_default_profile(args),
+        **_overrides(args),
+    )
+    print(f"wrote {out / 'results.csv'}, {out / 'tables.md'}, {out / 'ablation.png'} and overlays/")
+    return 0
 
 
 def register(groups: dict[str, argparse._SubParsersAction]) -> None:
-    """Add this area's commands to the ``usfad`` parser."""
+    """Add ``usfad train image`` and ``usfad bench image``."""
+    train = groups["train"].add_parser(
+        "image",
+        help="train FastFlow / CFlow / U-Flow with affine, additive or USF flows",
+        description="Train one image anomaly detector on the good images of one MVTec-layout category.",
+    )
+    train.add_argument(
+        "--data", required=True, type=Path, help="category folder (train/good, test/, ground_truth/)"
+    )
+    train.add_argument("--model", required=True, choices=FAMILIES)
+    train.add_argument("--flow", required=True, choices=FLOWS)
+    train.add_argument("--out", required=True, type=Path, help="run directory to write")
+    train.add_argument("--seed", type=int, default=0)
+    _add_common(train)
+    train.set_defaults(handler=lambda args: _run_guarded(_train, args))
+
+    bench = groups["bench"].add_parser(
+        "image",
+        help="the image grid: families x flows x seeds (+ PaDiM, PatchCore) on every category",
+        description="Benchmark image detectors like the paper's Tables 1-5 and Figure 4.",
+    )
+    bench.add_argument("--data-dir", required=True, type=Path, help="folder of MVTec-layout categories")
+    bench.add_argument("--models", type=_csv(FAMILIES), default=list(FAMILIES))
+    bench.add_argument("--flows", type=_csv(FLOWS), default=list(FLOWS))
+    bench.add_argument(
+        "--references",
+        type=_csv(REFERENCES),
+        default=list(REFERENCES),
+        help="reference detectors run on the same backbone, size and splits",
+    )
+    bench.add_argument("--no-references", dest="references", action="store_const", const=[])
+    bench.add_argument("--seeds", type=int, default=3)
+    bench.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing; rewrite tables and plots from finished runs",
+    )
+    bench.add_argument("--out", required=True, type=Path)
+    _add_common(bench)
+    bench.set_defaults(handler=lambda args: _run_guarded(_bench, args))

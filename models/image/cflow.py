@@ -1,0 +1,111 @@
+"""CFlow (anomalib's ``CflowModel``) with an explicit ``flow`` choice and a batch-independent map.
+
+anomalib normalises CFlow's anomaly map by the maximum log-likelihood over the *whole batch*
+(``exp(log p − max_batch log p)``), so an image's score changes with the images it is scored
+with. Here each position's map value is its own negative log-likelihood per dimension, which
+depends on that image alone; the training objective is anomalib's (``−log σ(log p / C)`` over
+random feature fibres, conditioned on a 2D sinusoidal positional encoding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from anomalib.models.image.cflow.torch_model import CflowModel
+from anomalib.models.image.cflow.utils import get_logp, positional_encoding_2d, subnet_fc
+from FrEIA.framework import SequenceINN
+from torch import nn
+
+from models.image.backbone import BackboneSpec, create_feature_extractor
+from models.image.detector import DetectorMixin
+from models.image.flow_blocks import block_for
+
+
+class USCflowModel(DetectorMixin, CflowModel):
+    """CFlow: per scale, a conditional flow of ``coupling_blocks`` blocks on feature fibres.
+
+    Anomaly map: ``mean_s upsample(−log p_s(x_hw | pos) / C_s)``; score: its maximum;
+    nll: the mean of the map's per-scale NLL per dimension over positions and scales.
+    """
+
+    def __init__(
+        self,
+        input_size: Sequence[int],
+        flow: str = "usf",
+        backbone: BackboneSpec | None = None,
+        out_indices: Sequence[int] = (2, 3, 4),
+        condition_vector: int = 128,
+        coupling_blocks: int = 8,
+        clamp_alpha: float = 1.9,
+        fibers_per_step: int = 2048,
+    ) -> None:
+        nn.Module.__init__(self)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.flow_kind = flow
+        self.condition_vector = condition_vector
+        self.fibers_per_step = fibers_per_step
+        self.encoder = create_feature_extractor(backbone or BackboneSpec(), out_indices)
+        self.pool_dims = self.encoder.feature_info.channels()
+        scales = self.encoder.feature_info.reduction()
+        block, block_args = block_for(
+            flow, {"affine_clamping": clamp_alpha, "global_affine_type": "SOFTPLUS", "permute_soft": False}
+        )
+        self.decoders = nn.ModuleList()
+        for channels in self.pool_dims:
+            coder = SequenceINN(channels)
+            for _ in range(coupling_blocks):
+                coder.append(
+                    block, cond=0, cond_shape=(condition_vector,), subnet_constructor=subnet_fc, **block_args
+                )
+            self.decoders.append(coder)
+        # Positional encodings are constants of the input size: buffers keep them in exported graphs.
+        for index, scale in enumerate(scales):
+            encoding = positional_encoding_2d(
+                condition_vector, self.input_size[0] // scale, self.input_size[1] // scale
+            )
+            self.register_buffer(f"position_{index}", encoding, persistent=False)
+
+    def backbone_module(self) -> nn.Module:
+        return self.encoder
+
+    def extract(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Raw feature maps of the frozen backbone."""
+        return list(self.encoder(images))
+
+    def _fibres(self, index: int, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature fibres ``[N·h·w, C]`` and their positional conditions ``[N·h·w, P]``."""
+        channels = feature.shape[1]
+        fibres = feature.permute(0, 2, 3, 1).reshape(-1, channels)
+        position = getattr(self, f"position_{index}").permute(1, 2, 0).reshape(1, -1, self.condition_vector)
+        conditions = position.expand(feature.shape[0], -1, -1).reshape(-1, self.condition_vector)
+        return fibres, conditions
+
+    def _log_prob_per_dim(self, index: int, fibres: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        z, log_jacobian = self.decoders[index](fibres, [conditions])
+        return get_logp(fibres.shape[1], z, log_jacobian) / fibres.shape[1]
+
+    def loss(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """anomalib's CFlow loss ``mean(−log σ(log p / C))``, summed over scales (all fibres in eval mode)."""
+        total = features[0].new_zeros(())
+        for index, feature in enumerate(features):
+            fibres, conditions = self._fibres(index, feature)
+            if self.training:  # a random subset of fibres per step, as anomalib's fibre batches
+                chosen = torch.randperm(fibres.shape[0], device=fibres.device)[: self.fibers_per_step]
+                fibres, conditions = fibres[chosen], conditions[chosen]
+            log_prob = self._log_prob_per_dim(index, fibres, conditions)
+            total = total + (-F.logsigmoid(log_prob)).mean()
+        return total
+
+    def predict(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        maps, nlls = [], []
+        for index, feature in enumerate(features):
+            batch, _, height, width = feature.shape
+            fibres, conditions = self._fibres(index, feature)
+            nll = -self._log_prob_per_dim(index, fibres, conditions).reshape(batch, 1, height, width)
+            nlls.append(nll.flatten(1).mean(dim=1))
+            maps.append(F.interpolate(nll, size=self.input_size, mode="bilinear", align_corners=False))
+        anomaly_map = torch.stack(maps, dim=-1).mean(dim=-1)
+        score = torch.amax(anomaly_map, dim=(-2, -1)).flatten()
+        return score, torch.stack(nlls, dim=-1).mean(dim=-1), anomaly_map

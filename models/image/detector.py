@@ -1,0 +1,58 @@
+"""What every image flow detector here provides, so training, scoring and export share one path.
+
+A detector splits into a frozen backbone (``extract``; its outputs can be cached) and a
+trainable head that works on those features (``loss`` for training, ``predict`` for scores).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def gaussian_nll_per_dim(latents: list[torch.Tensor], log_jacobian: torch.Tensor) -> torch.Tensor:
+    """Mean NLL per latent dimension under ``N(0, I)``, per image, in nats.
+
+    ``nll = (Σ_s ½‖z_s‖² − log|det J| ) / D + ½ ln 2π`` with ``D = Σ_s dim(z_s)``.
+    """
+    squared = sum(0.5 * z.flatten(1).pow(2).sum(dim=1) for z in latents)
+    dims = sum(int(math.prod(z.shape[1:])) for z in latents)
+    return (squared - log_jacobian) / dims + LOG_SQRT_2PI
+
+
+class DetectorMixin:
+    """``forward(images) -> (score [N], nll [N], anomaly_map [N, 1, H, W])`` from extract + predict.
+
+    Subclasses define ``extract(images) -> list[Tensor]`` (frozen backbone),
+    ``loss(features) -> Tensor`` and ``predict(features) -> (score, nll, anomaly_map)``.
+    """
+
+    def extract(self, images: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def predict(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def loss(self, features: list[torch.Tensor]) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scores of normalised float images ``[N, 3, H, W]``."""
+        return self.predict(self.extract(images))
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters (everything but the frozen backbone)."""
+        return [p for p in self.parameters() if p.requires_grad]  # type: ignore[attr-defined]
+
+    def train(self, mode: bool = True):  # noqa: ANN201 - returns self like nn.Module.train
+        """Like ``nn.Module.train``, but the frozen backbone always stays in eval mode."""
+        nn.Module.train(self, mode)  # type: ignore[arg-type]
+        self.backbone_module().eval()
+        return self
+
+    def backbone_module(self) -> nn.Module:  # pragma: no cover - interface
+        raise NotImplementedError

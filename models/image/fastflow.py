@@ -1,0 +1,95 @@
+"""FastFlow (anomalib's ``FastflowModel``) with an explicit ``flow`` choice and an offline backbone.
+
+Differences from anomalib, each on purpose:
+- the backbone is any timm CNN built offline (:mod:`models.image.backbone`);
+- the LayerNorm before each flow has **no learnable affine part** (``elementwise_affine=False``,
+  i.e. anomalib's LayerNorm frozen at its initial identity scale). anomalib's trainable LayerNorm
+  scale is outside the flow, so the likelihood does not account for it: training shrinks it and
+  the "NLL" falls without bound, which also keeps early stopping from ever firing;
+- the coupling blocks come from :func:`models.image.flow_blocks.block_for`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from anomalib.models.image.fastflow.anomaly_map import AnomalyMapGenerator
+from anomalib.models.image.fastflow.loss import FastflowLoss
+from anomalib.models.image.fastflow.torch_model import FastflowModel, subnet_conv_func
+from FrEIA.framework import SequenceINN
+from torch import nn
+
+from models.image.backbone import BackboneSpec, create_feature_extractor
+from models.image.detector import DetectorMixin, gaussian_nll_per_dim
+from models.image.flow_blocks import block_for
+
+
+class USFastflowModel(DetectorMixin, FastflowModel):
+    """FastFlow: per scale, 2D flow of ``flow_steps`` blocks alternating 3×3 and 1×1 subnets.
+
+    Anomaly map: anomalib's (``-mean_s upsample(exp(-½ mean_c z²))``); score: its maximum;
+    nll: :func:`gaussian_nll_per_dim` over all scales.
+    """
+
+    def __init__(
+        self,
+        input_size: Sequence[int],
+        flow: str = "usf",
+        backbone: BackboneSpec | None = None,
+        out_indices: Sequence[int] = (1, 2, 3),
+        flow_steps: int = 8,
+        conv3x3_only: bool = False,
+        hidden_ratio: float = 1.0,
+        clamp: float = 2.0,
+    ) -> None:
+        nn.Module.__init__(self)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.flow_kind = flow
+        self.feature_extractor = create_feature_extractor(backbone or BackboneSpec(), out_indices)
+        channels = self.feature_extractor.feature_info.channels()
+        scales = self.feature_extractor.feature_info.reduction()
+        shapes = [
+            (c, self.input_size[0] // s, self.input_size[1] // s)
+            for c, s in zip(channels, scales, strict=True)
+        ]
+        self.norms = nn.ModuleList(nn.LayerNorm(list(shape), elementwise_affine=False) for shape in shapes)
+        block, block_args = block_for(flow, {"affine_clamping": clamp, "permute_soft": False})
+        self.fast_flow_blocks = nn.ModuleList()
+        for shape in shapes:
+            nodes = SequenceINN(*shape)
+            for step in range(flow_steps):
+                kernel_size = 1 if step % 2 == 1 and not conv3x3_only else 3
+                nodes.append(
+                    block, subnet_constructor=subnet_conv_func(kernel_size, hidden_ratio), **block_args
+                )
+            self.fast_flow_blocks.append(nodes)
+        self.anomaly_map_generator = AnomalyMapGenerator(input_size=self.input_size)
+        self.criterion = FastflowLoss()
+
+    def backbone_module(self) -> nn.Module:
+        return self.feature_extractor
+
+    def extract(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Raw feature maps of the frozen backbone."""
+        return list(self.feature_extractor(images))
+
+    def latents(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Latents and ``log|det J|`` per image, one of each per scale."""
+        latents, jacobians = [], []
+        for norm, block, feature in zip(self.norms, self.fast_flow_blocks, features, strict=True):
+            z, jacobian = block(norm(feature))
+            latents.append(z)
+            jacobians.append(jacobian)
+        return latents, jacobians
+
+    def loss(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """anomalib's FastFlow loss: ``mean_n Σ_s (½‖z_s‖² − log|det J_s|)``."""
+        latents, jacobians = self.latents(features)
+        return self.criterion(latents, jacobians)
+
+    def predict(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        latents, jacobians = self.latents(features)
+        anomaly_map = self.anomaly_map_generator(latents)
+        score = torch.amax(anomaly_map, dim=(-2, -1)).flatten()
+        return score, gaussian_nll_per_dim(latents, sum(jacobians)), anomaly_map

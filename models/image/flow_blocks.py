@@ -1,0 +1,177 @@
+"""FrEIA-compatible coupling blocks for anomalib's flows: ``affine``, ``additive`` and ``usf``.
+
+- ``affine``: anomalib's ``AllInOneBlock`` (affine coupling, learnable global affine scale,
+  fixed channel permutation), the baseline.
+- ``additive``: :class:`AdditiveCouplingBlock`, ``y₂ = x₂ + t(x₁, c)`` followed by a fixed
+  channel permutation; ``log|det J| = 0``.
+- ``usf``: :class:`USFCouplingBlock`, ``P ∘ A⁻¹ ∘ C ∘ A`` with ``A`` an LU-parameterised 1×1 map whose
+  diagonal magnitudes are fixed to 1 (``models.flows.LUAffine``) and ``C`` the additive coupling;
+  ``log|det J| = 0`` for every input, and no learnable global scale anywhere.
+
+Blocks take FrEIA's ``(dims_in, dims_c, subnet_constructor)`` and return
+``((y,), log|det J|)``, so ``SequenceINN`` and ``GraphINN`` accept them. Channels are axis 1 of
+``(N, C)`` vectors (CFlow) or ``(N, C, H, W)`` maps (FastFlow, U-Flow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from FrEIA.modules import InvertibleModule
+from torch import nn
+
+from models.flows.lu import LUAffine
+
+FLOW_KINDS: tuple[str, ...] = ("affine", "additive", "usf")
+SubnetConstructor = Callable[[int, int], nn.Module]
+
+
+def _zero_last_layer(subnet: nn.Module) -> None:
+    """Zero the last layer with weights, so the coupling starts as the identity map."""
+    last = None
+    for module in subnet.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            last = module
+    if last is not None:
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
+
+
+def _broadcast_conditions(conditions: Iterable[torch.Tensor], like: torch.Tensor) -> list[torch.Tensor]:
+    return [
+        c if c.dim() == like.dim() else c.view(*c.shape, *([1] * (like.dim() - c.dim()))) for c in conditions
+    ]
+
+
+class AdditiveCoupling(nn.Module):
+    """``y = [x₁, x₂ + t([x₁, c])]`` over the channel axis; volume preserving."""
+
+    def __init__(self, channels: int, cond_channels: int, subnet_constructor: SubnetConstructor) -> None:
+        super().__init__()
+        self.split = (channels // 2, channels - channels // 2)
+        self.subnet = subnet_constructor(self.split[0] + cond_channels, self.split[1])
+        _zero_last_layer(self.subnet)
+
+    def _shift(self, kept: torch.Tensor, conditions: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.subnet(torch.cat([kept, *_broadcast_conditions(conditions, kept)], dim=1))
+
+    def forward(self, x: torch.Tensor, conditions: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        kept, moved = x.split(self.split, dim=1)
+        return torch.cat([kept, moved + self._shift(kept, conditions)], dim=1)
+
+    def inverse(self, y: torch.Tensor, conditions: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        kept, moved = y.split(self.split, dim=1)
+        return torch.cat([kept, moved - self._shift(kept, conditions)], dim=1)
+
+
+class AdditiveCouplingBlock(InvertibleModule):
+    """Additive coupling then a fixed random channel permutation (``log|det J| = 0``)."""
+
+    def __init__(
+        self,
+        dims_in: list[tuple[int, ...]],
+        dims_c: list[tuple[int, ...]] | None = None,
+        subnet_constructor: SubnetConstructor | None = None,
+    ) -> None:
+        super().__init__(dims_in, dims_c)
+        if subnet_constructor is None:
+            raise ValueError("subnet_constructor is required")
+        channels = self.dims_in[0][0]
+        self.coupling = AdditiveCoupling(channels, sum(d[0] for d in self.dims_c), subnet_constructor)
+        permutation = torch.randperm(channels)
+        self.register_buffer("permutation", permutation)
+        self.register_buffer("inverse_permutation", torch.argsort(permutation))
+
+    def forward(
+        self,
+        x_or_z: Sequence[torch.Tensor],
+        c: Sequence[torch.Tensor] = (),
+        rev: bool = False,
+        jac: bool = True,
+    ) -> tuple[tuple[torch.Tensor], torch.Tensor]:
+        x, c = x_or_z[0], c or ()
+        if not rev:
+            y = self.coupling(x, c)[:, self.permutation]
+        else:
+            y = self.coupling.inverse(x[:, self.inverse_permutation], c)
+        return (y,), x.new_zeros(x.shape[0])
+
+    def output_dims(self, input_dims: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return input_dims
+
+
+class USFCouplingBlock(InvertibleModule):
+    """``B = P ∘ A⁻¹ ∘ C ∘ A``: additive coupling ``C`` in a learned basis ``A = L U`` with ``|U_ii| = 1``.
+
+    ``P`` is a fixed random channel permutation (as in anomalib's blocks) and
+    ``log|det J_B| = 0 + (-log|det A|) + 0 + log|det A| = 0`` for every input.
+
+    ``A`` starts at the identity (``L = U = I``), so the block starts as the additive block.
+    ``LUAffine``'s own initialisation (a random rotation with its rows of ``U`` rescaled to
+    ``|U_ii| = 1``) is badly conditioned for many channels (condition number ≈ 7·10² for 112
+    channels, ≈ 7·10³ for 320), which made the first training steps blow up.
+    """
+
+    def __init__(
+        self,
+        dims_in: list[tuple[int, ...]],
+        dims_c: list[tuple[int, ...]] | None = None,
+        subnet_constructor: SubnetConstructor | None = None,
+    ) -> None:
+        super().__init__(dims_in, dims_c)
+        if subnet_constructor is None:
+            raise ValueError("subnet_constructor is required")
+        channels = self.dims_in[0][0]
+        self.affine = LUAffine(channels, fixed_diag_magnitude=True)
+        with torch.no_grad():
+            self.affine.lower.zero_()
+            self.affine.upper.zero_()
+            self.affine.sign.fill_(1.0)
+        self.coupling = AdditiveCoupling(channels, sum(d[0] for d in self.dims_c), subnet_constructor)
+        permutation = torch.randperm(channels)
+        self.register_buffer("permutation", permutation)
+        self.register_buffer("inverse_permutation", torch.argsort(permutation))
+
+    def forward(
+        self,
+        x_or_z: Sequence[torch.Tensor],
+        c: Sequence[torch.Tensor] = (),
+        rev: bool = False,
+        jac: bool = True,
+    ) -> tuple[tuple[torch.Tensor], torch.Tensor]:
+        x, c = x_or_z[0], c or ()
+        if not rev:
+            h, _ = self.affine(x)
+            y = self.affine.inverse(self.coupling(h, c))[:, self.permutation]
+        else:
+            h, _ = self.affine(x[:, self.inverse_permutation])
+            y = self.affine.inverse(self.coupling.inverse(h, c))
+        return (y,), x.new_zeros(x.shape[0])
+
+    def output_dims(self, input_dims: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        return input_dims
+
+
+def block_for(flow: str, affine_args: dict[str, Any]) -> tuple[type[nn.Module], dict[str, Any]]:
+    """``(block class, extra constructor kwargs)`` for a flow kind.
+
+    ``affine_args`` are the arguments anomalib passes to ``AllInOneBlock`` (clamping, global
+    affine type, permutation); the USF blocks take none of them (no scale to clamp).
+    """
+    if flow == "affine":
+        from anomalib.models.components.flow import AllInOneBlock
+
+        return AllInOneBlock, dict(affine_args)
+    if flow == "additive":
+        return AdditiveCouplingBlock, {}
+    if flow == "usf":
+        return USFCouplingBlock, {}
+    raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
+
+
+def lu_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """Parameters of every LU map in ``module`` (they get their own, smaller learning rate)."""
+    return [p for layer in module.modules() if isinstance(layer, LUAffine) for p in layer.parameters()]

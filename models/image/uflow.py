@@ -1,0 +1,127 @@
+"""U-Flow (anomalib's ``UflowModel``) with an explicit ``flow`` choice, buildable offline.
+
+anomalib's U-Flow feature extractors always request pretrained weights from the hub
+(``pre_trained=True`` hard-coded; MS-CaiT downloads two CaiT checkpoints). Here the
+extractor is a frozen timm CNN built offline (:mod:`models.image.backbone`) with anomalib's
+per-scale LayerNorm, again **without** a learnable affine part (see ``models.image.fastflow``).
+The U-shaped flow graph, loss and anomaly map are anomalib's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import FrEIA.framework as ff
+import torch
+from anomalib.models.image.uflow.anomaly_map import AnomalyMapGenerator
+from anomalib.models.image.uflow.loss import UFlowLoss
+from anomalib.models.image.uflow.torch_model import AffineCouplingSubnet, UflowModel
+from torch import nn
+
+from models.image.backbone import BackboneSpec, create_feature_extractor
+from models.image.detector import DetectorMixin, gaussian_nll_per_dim
+from models.image.flow_blocks import block_for
+
+
+class OfflineLayerNormExtractor(nn.Module):
+    """Frozen timm CNN features at several scales, each LayerNorm-ed (no learnable affine)."""
+
+    def __init__(
+        self, backbone: BackboneSpec, input_size: tuple[int, int], out_indices: Sequence[int]
+    ) -> None:
+        super().__init__()
+        self.feature_extractor = create_feature_extractor(backbone, out_indices)
+        self.channels = self.feature_extractor.feature_info.channels()
+        self.scale_factors = self.feature_extractor.feature_info.reduction()
+        self.scales = range(len(self.scale_factors))
+        self.feature_normalizations = nn.ModuleList(
+            nn.LayerNorm([c, input_size[0] // s, input_size[1] // s], elementwise_affine=False)
+            for c, s in zip(self.channels, self.scale_factors, strict=True)
+        )
+
+    def extract_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Raw backbone features."""
+        return list(self.feature_extractor(images))
+
+    def normalize_features(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """LayerNorm each scale."""
+        return [norm(f) for norm, f in zip(self.feature_normalizations, features, strict=True)]
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.normalize_features(self.extract_features(images))
+
+
+class USUflowModel(DetectorMixin, UflowModel):
+    """U-Flow: a U-shaped multi-scale flow, ``flow_steps`` blocks per scale (3×3 / 1×1 subnets).
+
+    Anomaly map: anomalib's (``1 − mean_s upsample(exp(−½ mean_c z²))``); score: its maximum;
+    nll: :func:`gaussian_nll_per_dim` over all output scales.
+    """
+
+    def __init__(
+        self,
+        input_size: Sequence[int],
+        flow: str = "usf",
+        backbone: BackboneSpec | None = None,
+        out_indices: Sequence[int] = (1, 2, 3),
+        flow_steps: int = 4,
+        affine_clamp: float = 2.0,
+        affine_subnet_channels_ratio: float = 1.0,
+    ) -> None:
+        nn.Module.__init__(self)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.flow_kind = flow
+        self.affine_clamp = affine_clamp
+        self.affine_subnet_channels_ratio = affine_subnet_channels_ratio
+        self.permute_soft = False
+        self._block, self._block_args = block_for(
+            flow, {"affine_clamping": affine_clamp, "permute_soft": False}
+        )
+        self.feature_extractor = OfflineLayerNormExtractor(
+            backbone or BackboneSpec(), self.input_size, out_indices
+        )
+        self.flow = self.build_flow(flow_steps)
+        self.anomaly_map_generator = AnomalyMapGenerator(self.input_size)
+        self.criterion = UFlowLoss()
+
+    def build_flow_stage(
+        self, in_node: ff.Node, flow_steps: int, condition_node: ff.Node = None
+    ) -> list[ff.Node]:
+        """anomalib's stage (alternating 3×3 / 1×1 subnets) with the chosen block kind."""
+        flow_size = in_node.output_dims[0][-1]
+        nodes = []
+        for step in range(flow_steps):
+            subnet = AffineCouplingSubnet(3 if step % 2 == 0 else 1, self.affine_subnet_channels_ratio)
+            nodes.append(
+                ff.Node(
+                    in_node,
+                    self._block,
+                    module_args={"subnet_constructor": subnet, **self._block_args},
+                    conditions=condition_node,
+                    name=f"flow{flow_size}_step{step}",
+                )
+            )
+            in_node = nodes[-1]
+        return nodes
+
+    def backbone_module(self) -> nn.Module:
+        return self.feature_extractor.feature_extractor
+
+    def extract(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Raw feature maps of the frozen backbone (normalised in the head)."""
+        return self.feature_extractor.extract_features(images)
+
+    def latents(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Latents per output scale and the total ``log|det J|`` per image."""
+        return self.encode(self.feature_extractor.normalize_features(features))
+
+    def loss(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """anomalib's U-Flow loss ``mean_n (Σ_s ½‖z_s‖² − log|det J|)``."""
+        latents, log_jacobian = self.latents(features)
+        return self.criterion(latents, log_jacobian)
+
+    def predict(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        latents, log_jacobian = self.latents(features)
+        anomaly_map = self.anomaly_map_generator(latents)
+        score = torch.amax(anomaly_map, dim=(-2, -1)).flatten()
+        return score, gaussian_nll_per_dim(latents, log_jacobian), anomaly_map

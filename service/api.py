@@ -1,0 +1,297 @@
+"""The HTTP API (FastAPI): scoring endpoints, model listing, health, Prometheus metrics.
+
+``create_app`` wires a queue (Redis Streams or in-process) and a manifest catalog; in the
+embedded mode it also runs one ``BatchingWorker`` in a thread of this process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import anyio.to_thread
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.types import ASGIApp
+
+from service.errors import InputError
+from service.http_errors import error_response, install_error_handlers
+from service.metrics import ApiMetrics
+from service.middleware import BodySizeLimit, RequestMetrics
+from service.queue import QueueUnavailable, WorkQueue
+from service.registry import ManifestCatalog
+from service.schemas import (
+    ERROR_RESPONSES,
+    FiniteFloat,
+    ImageResponse,
+    MapFormat,
+    TabularRequest,
+    TabularResponse,
+)
+from service.scoring import ImageUpload, Scorer, new_request_id
+from service.settings import Settings
+from service.tabular_request import TabularCall, parse_tabular_request
+from service.worker import BatchingWorker, heavy_modules_loaded
+
+IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream")
+OFFLOAD_BYTES = 256 * 1024  # tabular bodies larger than this are parsed in a worker thread
+
+
+def create_app(
+    settings: Settings,
+    queue: WorkQueue,
+    registry: CollectorRegistry | None = None,
+    embedded_worker: BatchingWorker | None = None,
+) -> ASGIApp:
+    """The FastAPI application wrapped in the body-limit and metrics middleware.
+
+    ``embedded_worker`` (if given) runs in a thread of this process while the app lives.
+    """
+    registry = registry or CollectorRegistry()
+    metrics = ApiMetrics(registry)
+    catalog = ManifestCatalog(settings.model_dir, settings.reload_interval_s)
+    scorer = Scorer(settings, queue, catalog, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        catalog.refresh(force=True)
+        await queue.start()  # Redis: the asyncio client and this process's reply listener
+        thread = None
+        if embedded_worker is not None:
+            thread = threading.Thread(target=embedded_worker.run, name="usfad-embedded-worker", daemon=True)
+            thread.start()
+        yield
+        if embedded_worker is not None and thread is not None:
+            embedded_worker.stop()
+            thread.join(timeout=5)
+        await queue.close()
+
+    app = FastAPI(
+        title="usfad scoring service",
+        description="Anomaly scores (latent norm, NLL) and pixel anomaly maps from uniformly scaling flows.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.scorer = scorer
+    app.state.catalog = catalog
+
+    install_error_handlers(app, settings)
+
+    # -- scoring --------------------------------------------------------------------------------
+    @app.post(
+        "/score/tabular",
+        response_model=TabularResponse,
+        responses=ERROR_RESPONSES,
+        tags=["scoring"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": TabularRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def score_tabular(request: Request) -> Response:
+        """Score rows of a tabular model: latent-norm ``score``, ``nll``, ``is_anomaly`` per row.
+
+        Fully asynchronous: the body is parsed with orjson and checked (``service.tabular_request``)
+        in the event loop (in a thread when it is large), the job is enqueued and its result
+        awaited without holding a thread, and the answer is serialised with orjson.
+        """
+        request.state.request_id = request_id = new_request_id()
+        body = await request.body()
+        if len(body) > OFFLOAD_BYTES:  # parsing and checking big bodies would stall the event loop
+            call, inputs = await run_in_threadpool(_tabular_call, scorer, body)
+        else:
+            call, inputs = _tabular_call(scorer, body)
+        request.state.model = call.model
+        result = await scorer.submit(request_id, call.model, call.version, inputs, call.timeout_s)
+        answer = scorer.tabular_answer(request_id, call.model, result, call.threshold)
+        return Response(answer, media_type="application/json")
+
+    @app.post(
+        "/score/image",
+        response_model=ImageResponse,
+        responses=ERROR_RESPONSES,
+        tags=["scoring"],
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "images": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                            },
+                        }
+                    },
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    )
+    async def score_image(
+        request: Request,
+        model: Annotated[str | None, Query(description="model name (or a form field `model`)")] = None,
+        version: Annotated[str | None, Query(description="require this bundle version")] = None,
+        threshold: Annotated[FiniteFloat | None, Query(description="override the model's threshold")] = None,
+        map: Annotated[
+            MapFormat, Query(description="anomaly map: none, png (heat map) or array")
+        ] = MapFormat.png,
+        timeout_s: Annotated[float | None, Query(gt=0, le=300, description="deadline in seconds")] = None,
+    ) -> ImageResponse:
+        """Score images (multipart files, or one image as the raw body): score, ``is_anomaly``, anomaly map.
+
+        The map has the input image's own width and height, pixel-aligned with it.
+        """
+        request.state.request_id = new_request_id()
+        fields: dict[str, str] = {}
+        uploads: list[ImageUpload] = []
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form(max_files=settings.max_images + 1, max_fields=20)
+            for key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    uploads.append(ImageUpload(await value.read(), value.filename))
+                else:
+                    fields[key] = value
+        elif content_type.startswith(IMAGE_CONTENT_TYPES) or content_type == "":
+            uploads.append(ImageUpload(await request.body(), None))
+        else:
+            raise InputError("content-type", f"{content_type!r} is not multipart/form-data or image/*", 415)
+        model = fields.get("model", model)
+        if model is None:
+            raise InputError("model", "is required (query parameter or form field)")
+        version = fields.get("version", version)
+        threshold = _form_float(fields, "threshold", threshold)
+        map_format = _form_map(fields, map)
+        inputs, originals = await run_in_threadpool(scorer.image_inputs, model, version, uploads)
+        request.state.model = model
+        result = await scorer.submit(request.state.request_id, model, version, inputs, timeout_s)
+        return await run_in_threadpool(
+            scorer.image_answer,
+            request.state.request_id,
+            model,
+            uploads,
+            originals,
+            result,
+            threshold,
+            map_format,
+        )
+
+    # -- models, health, metrics ----------------------------------------------------------------
+    @app.get("/models", tags=["models"])
+    def list_models() -> dict[str, Any]:
+        """Every served model with its manifest and the workers that have it loaded."""
+        serving = _serving(queue, settings)
+        return {
+            "models": [
+                {
+                    "name": name,
+                    "version": manifest.version,
+                    "kind": manifest.kind,
+                    "workers": serving.get(name, []),
+                    "manifest": manifest.raw,
+                }
+                for name, manifest in catalog.items().items()
+            ],
+            "refused": catalog.failures(),
+        }
+
+    @app.get(
+        "/models/{name}", responses={404: ERROR_RESPONSES[404], 422: ERROR_RESPONSES[422]}, tags=["models"]
+    )
+    def get_model(name: str) -> dict[str, Any]:
+        """One model's manifest and the workers (and versions) serving it."""
+        manifest = catalog.get(name)
+        return {
+            "name": name,
+            "version": manifest.version,
+            "kind": manifest.kind,
+            "workers": _serving(queue, settings).get(name, []),
+            "manifest": manifest.raw,
+        }
+
+    @app.get("/health/live", tags=["health"])
+    def live() -> dict[str, Any]:
+        """The process answers (and which heavy modules it imported: should be none)."""
+        return {"status": "live", "pid": os.getpid(), "heavy_modules": heavy_modules_loaded()}
+
+    @app.get("/health/ready", tags=["health"])
+    def ready() -> JSONResponse:
+        """200 only when Redis answers and every model is loaded on at least one live worker."""
+        if not queue.ping():
+            return error_response(
+                503,
+                "queue backend (Redis) does not answer",
+                headers={"Retry-After": str(settings.retry_after_s)},
+            )
+        serving = _serving(queue, settings)
+        models = catalog.names()
+        missing = [name for name in models if not serving.get(name)]
+        workers = queue.workers(settings.heartbeat_max_age_s)
+        if not workers or missing:
+            message = "no live worker" if not workers else f"models not loaded on any worker: {missing}"
+            return error_response(503, message, headers={"Retry-After": str(settings.retry_after_s)})
+        return JSONResponse({"status": "ready", "models": models, "workers": len(workers)})
+
+    @app.get("/metrics", tags=["health"])
+    def prometheus_metrics() -> Response:
+        """Prometheus text format; queue depths are refreshed at each scrape."""
+        try:
+            for name in catalog.names():
+                metrics.queue_depth.labels(name).set(queue.depth(name))
+        except QueueUnavailable:
+            pass
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return BodySizeLimit(RequestMetrics(app, metrics), settings.max_body_bytes)
+
+
+def _tabular_call(scorer: Scorer, body: bytes) -> tuple[TabularCall, np.ndarray]:
+    """Parse a tabular body and validate its rows against the model's manifest."""
+    call = parse_tabular_request(body)
+    return call, scorer.tabular_inputs(call.model, call.version, call.rows)
+
+
+def _serving(queue: WorkQueue, settings: Settings) -> dict[str, list[dict[str, str]]]:
+    serving: dict[str, list[dict[str, str]]] = {}
+    try:
+        workers = queue.workers(settings.heartbeat_max_age_s)
+    except QueueUnavailable:
+        return serving
+    for beat in workers:
+        for name, version in beat.get("models", {}).items():
+            serving.setdefault(name, []).append(
+                {"worker": beat["worker"], "version": version, "device": beat.get("device", "")}
+            )
+    return serving
+
+
+def _form_float(fields: dict[str, str], key: str, default: float | None) -> float | None:
+    if key not in fields:
+        return default
+    try:
+        value = float(fields[key])
+    except ValueError:
+        raise InputError(key, f"must be a number, got {fields[key][:40]!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InputError(key, "must be finite")
+    return value
+
+
+def _form_map(fields: dict[str, str], default: MapFormat) -> MapFormat:
+    if "map" not in fields:
+        return default
+    try:
+        return MapFormat(fields["map"])
+    except ValueError:
+        raise InputError("map", f"must be one of none, png, array; got {fields['map'][:40]!r}") from None

@@ -1,0 +1,381 @@
+"""``usfad bench serve``: the running service vs ONNX Runtime called directly, in one run.
+
+Drives the HTTP API from separate client processes with ``concurrency`` clients each sending
+``rows_per_request`` rows per request, for 1…64 concurrent clients, and reports throughput,
+p50/p95/p99 latency, the mean batch size the workers formed (from their Prometheus metrics)
+and the CPU time each process spent per request. Next to each line, the same bundle scored
+directly with ONNX Runtime in this process, both at the service's mean batch size (like for
+like) and at its fastest batch size (peak), with the ratios. With ``--spawn`` it starts the
+service itself (embedded, or API + Redis workers) and reports the processes' resident memory.
+Imports only argparse at module level (the ``usfad`` CLI must start fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``usfad bench serve``."""
+    parser.add_argument("--model-dir", required=True, type=Path, help="bundle directory of the served models")
+    parser.add_argument("--model", required=True, help="tabular model to drive")
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="API base URL (ignored with --spawn)")
+    parser.add_argument(
+        "--spawn",
+        choices=("none", "embedded", "redis"),
+        default="none",
+        help="start the service: embedded (one process) or API + --workers Redis workers",
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis for --spawn redis")
+    parser.add_argument("--workers", type=int, default=1, help="workers for --spawn redis")
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="API processes for --spawn redis (uvicorn workers)"
+    )
+    parser.add_argument("--port", type=int, default=8077, help="API port for --spawn")
+    parser.add_argument(
+        "--metrics-url", action="append", default=[], help="worker /metrics URLs (batch sizes)"
+    )
+    parser.add_argument("--pid", type=int, action="append", default=[], help="PIDs whose RSS to report")
+    parser.add_argument("--concurrency", default="1,4,16,64", help="comma-separated client counts")
+    parser.add_argument("--rows-per-request", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per concurrency level")
+    parser.add_argument("--max-batch", type=int, default=64, help="workers' max batch (with --spawn)")
+    parser.add_argument("--max-delay-ms", type=float, default=2.0, help="workers' max delay (with --spawn)")
+    parser.add_argument(
+        "--ort-threads", type=int, default=1, help="ONNX Runtime threads (service and direct)"
+    )
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=4,
+        help="processes the clients are spread over",
+    )
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of ``pid`` in MB (``VmRSS`` from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _batch_totals(urls: list[str], model: str) -> tuple[float, float]:
+    """Sum and count of ``usfad_batch_size`` for ``model`` over every metrics URL."""
+    import httpx
+
+    total = count = 0.0
+    for url in urls:
+        for line in httpx.get(url, timeout=5).text.splitlines():
+            if line.startswith("usfad_batch_size_sum") and f'model="{model}"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("usfad_batch_size_count") and f'model="{model}"' in line:
+                count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+def _drive_processes(
+    executor: Any, processes: int, url: str, body: bytes, concurrency: int, duration: float
+) -> tuple[list[float], int, float]:
+    """Split ``concurrency`` clients over up to ``processes`` client processes (``_drive`` in each).
+
+    One Python process with 64 client threads spends its time fighting over the GIL and would
+    measure itself; several processes do not. Returns (latencies, errors, client CPU seconds).
+    """
+    count = max(1, min(processes, concurrency))
+    shares = [concurrency // count + (1 if index < concurrency % count else 0) for index in range(count)]
+    futures = [executor.submit(_drive, url, body, share, duration) for share in shares]
+    latencies: list[float] = []
+    errors = 0
+    cpu = 0.0
+    for future in futures:
+        part, failed, seconds = future.result()
+        latencies += part
+        errors += failed
+        cpu += seconds
+    return latencies, errors, cpu
+
+
+def _drive(url: str, body: bytes, concurrency: int, duration: float) -> tuple[list[float], int, float]:
+    """``concurrency`` threads, each posting ``body`` over its own keep-alive connection.
+
+    Each client (a thread) writes one pre-built HTTP/1.1 request and reads the status line, the headers and
+    ``Content-Length`` bytes of body from a buffered socket: the cheapest client the standard
+    library allows (``http.client`` costs several times more CPU per request), because the
+    client shares the machine with the service it measures. Only status 200 counts as served.
+    """
+    import socket
+    import threading
+
+    host, port = url.removeprefix("http://").split(":")
+    head = (
+        f"POST /score/tabular HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    request = head + body
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + duration
+
+    def one_client() -> None:
+        mine, failed = [], 0
+        with socket.create_connection((host, int(port)), timeout=60) as connection:
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reader = connection.makefile("rb")
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                connection.sendall(request)
+                status = reader.readline()
+                length = 0
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                reader.read(length)
+                if status[9:12] == b"200":
+                    mine.append(time.perf_counter() - started)
+                else:
+                    failed += 1
+        with lock:
+            latencies.extend(mine)
+            errors[0] += failed
+
+    cpu_started = time.process_time()
+    threads = [threading.Thread(target=one_client) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors[0], time.process_time() - cpu_started
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` so far (``/proc/<pid>/stat``), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_all(roles: dict[str, int]) -> dict[str, float]:
+    seconds = {}
+    for role, pid in roles.items():
+        try:
+            seconds[role] = cpu_seconds(pid)
+        except OSError:
+            seconds[role] = float("nan")
+    return seconds
+
+
+def _direct_rows_per_s(bundle: Any, rows: Any, batch: int, seconds: float = 1.0) -> float:
+    import numpy as np
+
+    inputs = np.ascontiguousarray(np.resize(rows, (batch, rows.shape[1])).astype(np.float32))
+    bundle.run(inputs)
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        bundle.run(inputs)
+        done += batch
+    return done / (time.perf_counter() - started)
+
+
+def _peak_direct(bundle: Any, rows: Any, max_batch: int) -> tuple[int, float]:
+    """(batch size, rows/s) of the fastest direct ONNX Runtime run over batch sizes up to ``max_batch``."""
+    sizes = sorted({1, 8, 64, 256, 1024, max_batch} & set(range(1, max(max_batch, 1) + 1)))
+    speeds = {size: _direct_rows_per_s(bundle, rows, size, seconds=0.5) for size in sizes}
+    best = max(speeds, key=speeds.__getitem__)
+    return best, speeds[best]
+
+
+def _wait_ready(url: str, timeout_s: float = 60) -> None:
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the service at {url} did not become ready within {timeout_s} s")
+
+
+def _spawn(args: argparse.Namespace) -> tuple[list[subprocess.Popen], str, list[str], dict[str, int]]:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.ort_threads),
+        "USFAD_MODEL_DIR": str(args.model_dir),
+        "USFAD_MAX_BATCH": str(args.max_batch),
+        "USFAD_MAX_DELAY_MS": str(args.max_delay_ms),
+        "USFAD_ORT_THREADS": str(args.ort_threads),
+        "USFAD_MAX_QUEUE_DEPTH": "100000",
+        "USFAD_API_WORKERS": str(args.api_workers if args.spawn == "redis" else 1),
+    }
+    url = f"http://127.0.0.1:{args.port}"
+    processes: list[subprocess.Popen] = []
+    roles: dict[str, int] = {}
+    metrics = [f"{url}/metrics"]
+    if args.spawn == "redis":
+        prefix = f"usfad-bench-{os.getpid()}"
+        env.update({"USFAD_REDIS_URL": args.redis_url, "USFAD_QUEUE_PREFIX": prefix})
+        metrics = []
+        for index in range(args.workers):
+            port = args.port + 1 + index
+            worker_env = {**env, "USFAD_METRICS_PORT": str(port), "USFAD_WORKER_ID": f"bench-worker-{index}"}
+            processes.append(subprocess.Popen([sys.executable, "-m", "service", "worker"], env=worker_env))
+            roles[f"worker-{index}"] = processes[-1].pid
+            metrics.append(f"http://127.0.0.1:{port}/metrics")
+    api = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(args.port)], env=env)
+    processes.append(api)
+    roles["api" if args.spawn == "redis" else "embedded"] = api.pid
+    _wait_ready(url)
+    for index, child in enumerate(_children(api.pid) if args.api_workers > 1 else []):
+        roles[f"api-{index}"] = child  # uvicorn's worker processes (the parent only supervises)
+    return processes, url, metrics, roles
+
+
+def _children(pid: int) -> list[int]:
+    """Server child processes of ``pid`` (``/proc/<pid>/task/*/children``)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(item) for item in (task / "children").read_text().split()]
+    # multiprocessing's resource tracker is a child too; keep the server processes only
+    return [pid for pid in children if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def _delete_keys(url: str, prefix: str) -> None:
+    """Remove the benchmark's Redis keys."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark and print the table."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import numpy as np
+
+    from service.bundle import load_bundle
+
+    bundle = load_bundle(args.model_dir / args.model, device="cpu", threads=args.ort_threads)
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(max(1, args.rows_per_request), bundle.manifest.features)).astype(np.float32)
+    body = json.dumps({"model": args.model, "rows": rows.tolist()}).encode()
+    processes: list[subprocess.Popen] = []
+    roles = {f"pid-{pid}": pid for pid in args.pid}
+    url, metrics_urls = args.url, list(args.metrics_url)
+    executor: ProcessPoolExecutor | None = None
+    try:
+        if args.spawn != "none":
+            processes, url, metrics_urls, roles = _spawn(args)
+        elif not metrics_urls:
+            metrics_urls = [f"{url}/metrics"]
+        executor = ProcessPoolExecutor(args.client_processes, mp_context=multiprocessing.get_context("spawn"))
+        _drive_processes(
+            executor, args.client_processes, url, body, 4 * args.client_processes, 1.0
+        )  # warm-up
+        peak_batch, peak = _peak_direct(bundle, rows, args.max_batch)
+        results = []
+        for concurrency in (int(item) for item in args.concurrency.split(",")):
+            before = _batch_totals(metrics_urls, args.model)
+            cpu_before = _cpu_all(roles)
+            started = time.perf_counter()
+            latencies, errors, client_cpu = _drive_processes(
+                executor, args.client_processes, url, body, concurrency, args.duration
+            )
+            elapsed = time.perf_counter() - started
+            cpu_after = {**_cpu_all(roles), "client": client_cpu}
+            cpu_before["client"] = 0.0
+            after = _batch_totals(metrics_urls, args.model)
+            batches = after[1] - before[1]
+            mean_batch = (after[0] - before[0]) / batches if batches else float("nan")
+            served = len(latencies) * args.rows_per_request / elapsed
+            batch = max(1, round(mean_batch)) if mean_batch == mean_batch else args.rows_per_request
+            direct = _direct_rows_per_s(bundle, rows, batch)
+            p50, p95, p99 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 95, 99))
+            requests = max(1, len(latencies) + errors)
+            results.append(
+                {
+                    "concurrency": concurrency,
+                    "requests": len(latencies),
+                    "errors": errors,
+                    "rows_per_s": served,
+                    "p50_ms": p50,
+                    "p95_ms": p95,
+                    "p99_ms": p99,
+                    "mean_batch": mean_batch,
+                    "direct_rows_per_s": direct,
+                    "ratio": served / direct,
+                    "peak_direct_rows_per_s": peak,
+                    "peak_direct_batch": peak_batch,
+                    "peak_ratio": served / peak,
+                    "cpu_ms_per_request": {
+                        role: (cpu_after[role] - cpu_before[role]) * 1000 / requests for role in cpu_after
+                    },
+                }
+            )
+        memory = {role: rss_mb(pid) for role, pid in roles.items()}
+    finally:
+        if executor is not None:
+            executor.shutdown()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if args.spawn == "redis":
+            _delete_keys(args.redis_url, f"usfad-bench-{os.getpid()}")
+    _print_table(args, results, memory)
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"results": results, "rss_mb": memory}, indent=2))
+    return 0
+
+
+def _print_table(args: argparse.Namespace, results: list[dict[str, Any]], memory: dict[str, float]) -> None:
+    print(
+        f"\nmodel {args.model}, {args.rows_per_request} row(s)/request, {args.duration:g} s per level, "
+        f"spawn={args.spawn}, API workers={args.api_workers}, max batch={args.max_batch}, "
+        f"max delay={args.max_delay_ms:g} ms, ORT threads={args.ort_threads}, "
+        f"client processes={args.client_processes}"
+    )
+    print(
+        "| concurrency | requests | errors | service rows/s | p50 ms | p95 ms | p99 ms | mean batch "
+        "| direct ORT rows/s (same batch) | service / direct (same batch) | service / peak direct "
+        "| CPU ms per request |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        cpu = ", ".join(f"{role} {ms:.2f}" for role, ms in r["cpu_ms_per_request"].items())
+        print(
+            f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['rows_per_s']:.0f} "
+            f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} "
+            f"| {r['direct_rows_per_s']:.0f} | {r['ratio']:.1%} | {r['peak_ratio']:.1%} | {cpu} |"
+        )
+    if results:
+        print(
+            f"\npeak direct ONNX Runtime: {results[0]['peak_direct_rows_per_s']:.0f} rows/s "
+            f"at batch {results[0]['peak_direct_batch']}"
+        )
+    if memory:
+        print("resident memory: " + ", ".join(f"{role} {mb:.0f} MB" for role, mb in memory.items()))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m service.bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

@@ -1,0 +1,135 @@
+"""The one model-bundle loader (docs/contracts.md), shared by the service and ``usfad score``.
+
+``load_bundle(path)`` validates the manifest and the model name, verifies every sha256, and
+opens an ONNX Runtime session (CUDA when onnxruntime offers it, else CPU). ``Bundle`` then
+scores validated inputs: ``score`` (latent norm), ``nll`` and, for images, ``anomaly_map``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from service.errors import BundleError, InputError
+from service.inputs import validate_image_batch, validate_tabular_rows
+from service.manifest import ONNX_FILE, Manifest, read_manifest, validate_model_name, verify_files
+
+__all__ = [
+    "Bundle",
+    "BundleError",
+    "InputError",
+    "Manifest",
+    "ScoreOutputs",
+    "choose_providers",
+    "load_bundle",
+    "read_manifest",
+    "validate_image_batch",
+    "validate_model_name",
+    "validate_tabular_rows",
+]
+
+
+def choose_providers(device: str = "auto") -> list[str]:
+    """ONNX Runtime providers: CUDA first when available (``device`` auto/cuda), else CPU."""
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise BundleError(f"device 'cuda' asked for, but onnxruntime offers only {available}")
+    return ["CPUExecutionProvider"]
+
+
+@dataclass(frozen=True)
+class ScoreOutputs:
+    """Per-input results: ``score`` and ``nll`` ``[N]``; ``anomaly_map`` ``[N, H, W]`` or ``None``."""
+
+    score: np.ndarray
+    nll: np.ndarray
+    anomaly_map: np.ndarray | None = None
+
+
+class Bundle:
+    """A loaded model: its manifest plus an ONNX Runtime session over ``model.onnx``."""
+
+    def __init__(self, path: Path, manifest: Manifest, session: ort.InferenceSession) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.session = session
+        self._input_name = session.get_inputs()[0].name
+        self._output_names = [output.name for output in session.get_outputs()]
+        for required in ("score", "nll"):
+            if required not in self._output_names:
+                raise BundleError(
+                    f"{path}/{ONNX_FILE} has no output {required!r} (outputs: {self._output_names})"
+                )
+
+    @property
+    def name(self) -> str:
+        """The served model name (the bundle directory's name)."""
+        return self.path.name
+
+    @property
+    def version(self) -> str:
+        """The manifest's version string."""
+        return self.manifest.version
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session actually uses."""
+        return list(self.session.get_providers())
+
+    def run(self, inputs: np.ndarray) -> ScoreOutputs:
+        """Score an already validated batch (float32 ``[N, F]`` or uint8 ``[N, H, W, C]``)."""
+        outputs = dict(
+            zip(self._output_names, self.session.run(None, {self._input_name: inputs}), strict=True)
+        )
+        anomaly_map = outputs.get("anomaly_map")
+        if anomaly_map is not None:
+            anomaly_map = np.asarray(anomaly_map, dtype=np.float32).reshape(
+                inputs.shape[0], *anomaly_map.shape[-2:]
+            )
+        return ScoreOutputs(
+            score=np.asarray(outputs["score"], dtype=np.float32).reshape(-1),
+            nll=np.asarray(outputs["nll"], dtype=np.float32).reshape(-1),
+            anomaly_map=anomaly_map,
+        )
+
+    def score_tabular(self, rows: Any) -> ScoreOutputs:
+        """Validate tabular rows (see ``validate_tabular_rows``) and score them."""
+        return self.run(validate_tabular_rows(rows, self.manifest))
+
+    def score_images(self, images: np.ndarray) -> ScoreOutputs:
+        """Score a uint8 ``[N, H, W, C]`` batch already resized to the model's size."""
+        return self.run(validate_image_batch(images, self.manifest))
+
+
+def load_bundle(bundle_dir: str | Path, device: str = "auto", threads: int = 0) -> Bundle:
+    """Validate, verify and open a bundle; ``BundleError`` (never a half-loaded model) otherwise.
+
+    Args:
+        bundle_dir: the bundle directory; its name is the model name and must be valid.
+        device: ``auto`` (CUDA if onnxruntime has it), ``cpu`` or ``cuda``.
+        threads: ONNX Runtime intra-op threads (0: onnxruntime's default).
+    """
+    path = Path(bundle_dir).resolve()
+    try:
+        validate_model_name(path.name, "bundle directory")
+    except InputError as error:
+        raise BundleError(str(error)) from error
+    manifest = read_manifest(path)
+    verify_files(path, manifest)
+    options = ort.SessionOptions()
+    if threads > 0:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path / ONNX_FILE), options, providers=choose_providers(device))
+    except Exception as error:  # onnxruntime raises its own exception types for bad graphs
+        raise BundleError(f"{path}/{ONNX_FILE}: onnxruntime cannot load it ({error})") from error
+    return Bundle(path, manifest, session)

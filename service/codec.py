@@ -1,0 +1,60 @@
+"""Compact wire format for jobs and results on the queue: a JSON header plus raw array bytes.
+
+Layout: ``uint32 header length (little endian) | header JSON | array bytes …``. The header
+holds plain fields and, under ``"arrays"``, each array's name, dtype and shape. Hand-written
+rather than ``np.savez`` (a zip archive per message) or pickle (unsafe to load from a queue).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+
+_LENGTH = struct.Struct("<I")
+_ALLOWED_DTYPES = {"float32", "uint8", "float64", "int64"}
+
+
+class CodecError(ValueError):
+    """A message on the queue is not in the expected format."""
+
+
+def encode(fields: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """Pack JSON-serialisable ``fields`` and named ``arrays`` into one bytes message."""
+    specs = []
+    chunks = []
+    for name, array in arrays.items():
+        data = np.ascontiguousarray(array)
+        specs.append({"name": name, "dtype": str(data.dtype), "shape": list(data.shape)})
+        chunks.append(data.tobytes())
+    header = orjson.dumps({**fields, "arrays": specs})
+    return b"".join([_LENGTH.pack(len(header)), header, *chunks])
+
+
+def decode(message: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Inverse of ``encode``; ``CodecError`` on anything malformed (never unpickles)."""
+    try:
+        (length,) = _LENGTH.unpack_from(message, 0)
+        header = orjson.loads(message[_LENGTH.size : _LENGTH.size + length])
+        offset = _LENGTH.size + length
+        arrays: dict[str, np.ndarray] = {}
+        for spec in header.pop("arrays"):
+            if spec["dtype"] not in _ALLOWED_DTYPES:
+                raise CodecError(f"array dtype {spec['dtype']!r} is not allowed")
+            dtype = np.dtype(spec["dtype"])
+            shape = tuple(int(size) for size in spec["shape"])
+            count = int(np.prod(shape, dtype=np.int64))
+            end = offset + count * dtype.itemsize
+            if end > len(message):
+                raise CodecError("message is shorter than its header says")
+            arrays[spec["name"]] = np.frombuffer(message, dtype=dtype, count=count, offset=offset).reshape(
+                shape
+            )
+            offset = end
+    except CodecError:
+        raise
+    except (struct.error, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CodecError(f"malformed queue message ({error})") from error
+    return header, arrays

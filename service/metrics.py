@@ -1,0 +1,93 @@
+"""Prometheus metrics of the API and the workers (names and labels are listed in the README)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ApiMetrics:
+    """What the API process records: requests, end-to-end latency, queue depth, in flight."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "usfad_requests",
+            "Requests by endpoint, model and HTTP status",
+            ["endpoint", "model", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "usfad_request_latency_seconds",
+            "End-to-end latency inside the API (validation, queue, compute, response)",
+            ["endpoint", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "usfad_queue_depth", "Requests queued or in progress per model", ["model"], registry=registry
+        )
+        self.in_flight = Gauge(
+            "usfad_in_flight_requests", "Requests the API is handling now", registry=registry
+        )
+
+
+class WorkerMetrics:
+    """What a worker records: queue wait, compute, batch size, reclaims, dead letters, loads."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.queue_wait = Histogram(
+            "usfad_queue_wait_seconds",
+            "Time from enqueue to the start of compute",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.compute = Histogram(
+            "usfad_compute_seconds",
+            "ONNX Runtime time per batch",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "usfad_batch_size",
+            "Rows or images per computed batch",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "usfad_dead_lettered", "Entries moved to the dead-letter stream", ["model"], registry=registry
+        )
+        self.reclaimed = Counter(
+            "usfad_reclaimed",
+            "Entries reclaimed from workers that stopped answering",
+            ["model"],
+            registry=registry,
+        )
+        self.expired = Counter(
+            "usfad_expired",
+            "Requests dropped before compute because their deadline passed",
+            ["model"],
+            registry=registry,
+        )
+        self.load_failures = Counter(
+            "usfad_model_load_failures",
+            "Bundles that failed to load (the previous version keeps serving)",
+            ["model"],
+            registry=registry,
+        )
+        self.models_loaded = Gauge(
+            "usfad_model_loaded",
+            "1 for each model version this worker serves",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.device = Gauge(
+            "usfad_worker_device",
+            "1, labelled with the worker's device and ONNX Runtime providers",
+            ["worker", "device", "providers"],
+            registry=registry,
+        )

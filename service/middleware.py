@@ -1,0 +1,123 @@
+"""ASGI middleware: body-size limit (before the body is read) and per-request metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.metrics import ApiMetrics
+
+
+def _error_body(message: str, field: str | None = None) -> bytes:
+    return json.dumps({"error": {"field": field, "message": message}, "request_id": None}).encode()
+
+
+class BodyTooLarge(Exception):
+    """Raised inside ``receive`` when a streamed body passes the limit."""
+
+
+class BodySizeLimit:
+    """Answer 413 when ``Content-Length`` exceeds ``max_bytes``, or once a streamed body does.
+
+    A declared length is refused before a single body byte is read; a chunked body is counted
+    while it streams and cut off at the limit, so a 50 MB upload never sits in memory.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request body is larger than the limit of {self.max_bytes} bytes"
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > self.max_bytes
+            except ValueError:
+                too_large = False
+            if too_large:
+                await self._refuse(send, message)
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge
+            return event
+
+        async def tracking_send(event: Message) -> None:
+            nonlocal started
+            if event["type"] == "http.response.start":
+                started = True
+            await send(event)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._refuse(send, message)
+
+    @staticmethod
+    async def _refuse(send: Send, message: str) -> None:
+        body = _error_body(message, "body")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class RequestMetrics:
+    """Counts requests (endpoint, model, status) and times them; tracks requests in flight.
+
+    Handlers put the validated model name in ``request.state.model`` (``scope["state"]``);
+    unknown or invalid names are counted as ``"-"`` so label values stay bounded.
+    """
+
+    def __init__(
+        self, app: ASGIApp, metrics: ApiMetrics, paths: tuple[str, ...] = ("/score/tabular", "/score/image")
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        status: dict[str, Any] = {"code": 500}
+        started = time.perf_counter()
+
+        async def recording_send(event: Message) -> None:
+            if event["type"] == "http.response.start":
+                status["code"] = event["status"]
+            await send(event)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            self.metrics.in_flight.dec()
+            model = scope.get("state", {}).get("model", "-")
+            self.metrics.requests.labels(path, model, str(status["code"])).inc()
+            self.metrics.latency.labels(path, model).observe(time.perf_counter() - started)

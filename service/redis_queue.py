@@ -1,0 +1,366 @@
+"""Redis Streams work queue: one stream per model, one consumer group of workers.
+
+Keys (all under ``prefix``): ``jobs:<model>`` stream of jobs; ``result:<id>`` the result (set
+once, with a TTL); ``dead`` the dead-letter stream; ``heartbeats`` a hash of live workers.
+Entries are deleted when acknowledged, so a stream's length is its depth (queued plus in
+progress), which the API checks atomically on enqueue.
+
+Replies: a job names its API process's channel ``replies:<api instance>``; the worker publishes
+the result there (after ``SET result NX``), and one listener task per API process hands each
+result to the request waiting for it (``service.redis_replies``), so a waiting request holds no
+Redis connection. Jobs without a channel (tools, tests) get a copy in the list ``reply:<id>``
+for a blocking ``BLPOP``."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.codec import CodecError
+from service.queue import Delivery, Job, QueueFull, QueueUnavailable, Result
+from service.redis_replies import ENQUEUE_SCRIPT, ReplyListener
+
+GROUP = "workers"
+T = TypeVar("T")
+
+# First result wins (idempotent by request id); only then hand it to the waiting API request:
+# on its API process's reply channel when the job names one, else on the list ``reply:<id>``.
+_PUBLISH = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  if ARGV[3] ~= '' then
+    redis.call('PUBLISH', ARGV[3], ARGV[1])
+  else
+    redis.call('RPUSH', KEYS[2], ARGV[1])
+    redis.call('EXPIRE', KEYS[2], ARGV[2])
+  end
+  return 1
+end
+return 0
+"""
+# Publish as above, then acknowledge and delete the job's entry (KEYS[3], ARGV[4], group ARGV[5]).
+_FINISH = """
+local stored = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
+if stored then
+  if ARGV[3] ~= '' then
+    redis.call('PUBLISH', ARGV[3], ARGV[1])
+  else
+    redis.call('RPUSH', KEYS[2], ARGV[1])
+    redis.call('EXPIRE', KEYS[2], ARGV[2])
+  end
+end
+redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
+redis.call('XDEL', KEYS[3], ARGV[4])
+if stored then return 1 end
+return 0
+"""
+
+
+def _unavailable_on_connection_error(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+            raise QueueUnavailable(f"Redis does not answer ({error})") from error
+
+    return wrapper
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisStreamQueue:
+    """``WorkQueue`` over Redis Streams (XADD / XREADGROUP / XAUTOCLAIM / XACK)."""
+
+    def __init__(self, url: str, prefix: str = "usfad", max_connections: int = 512) -> None:
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=5, socket_connect_timeout=2, socket_keepalive=True
+        )
+        self.url = url
+        self.client = redis.Redis(connection_pool=pool)
+        self.prefix = prefix
+        self._enqueue_script = self.client.register_script(ENQUEUE_SCRIPT)
+        self._publish_script = self.client.register_script(_PUBLISH)
+        self._finish_script = self.client.register_script(_FINISH)
+        self._groups_ready: set[str] = set()
+        self._replies: ReplyListener | None = None  # the API's async side, made by ``start``
+
+    def stream(self, model: str) -> str:
+        """Key of ``model``'s job stream."""
+        return f"{self.prefix}:jobs:{model}"
+
+    @property
+    def dead_stream(self) -> str:
+        """Key of the dead-letter stream."""
+        return f"{self.prefix}:dead"
+
+    def _ensure_group(self, model: str, force: bool = False) -> None:
+        stream = self.stream(model)
+        if stream in self._groups_ready and not force:
+            return
+        try:
+            self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        self._groups_ready.add(stream)
+
+    @_unavailable_on_connection_error
+    def enqueue(self, job: Job, max_depth: int) -> int:
+        """Atomically check the depth and append; ``QueueFull`` beyond ``max_depth``."""
+        depth = int(
+            self._enqueue_script(
+                keys=[self.stream(job.model)], args=[max_depth, job.request_id, job.to_bytes()]
+            )
+        )
+        if depth < 0:
+            raise QueueFull(f"queue of model {job.model!r} holds {max_depth} requests already")
+        return depth
+
+    # -- the API's async side ---------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the asyncio client and start listening on this API process's reply channel."""
+        if self._replies is None:
+            self._replies = ReplyListener(self.url, self.prefix)
+            await self._replies.start()
+
+    async def close(self) -> None:
+        """Stop the reply listener and close the asyncio client."""
+        if self._replies is not None:
+            await self._replies.close()
+            self._replies = None
+
+    async def enqueue_async(self, job: Job, max_depth: int) -> int:
+        """``enqueue`` from the event loop; the reply will come on this process's channel."""
+        if self._replies is None:
+            await self.start()
+        assert self._replies is not None
+        return await self._replies.enqueue(job, max_depth)
+
+    async def wait_async(self, request_id: str, timeout_s: float) -> Result | None:
+        """The result of a job sent with ``enqueue_async``, or ``None`` after ``timeout_s``."""
+        assert self._replies is not None, "enqueue_async first"
+        return await self._replies.wait(request_id, timeout_s)
+
+    @_unavailable_on_connection_error
+    def depth(self, model: str) -> int:
+        """Stream length = queued plus unacknowledged entries."""
+        return int(self.client.xlen(self.stream(model)))
+
+    def _deliveries(
+        self, model: str, entries: list[Any], counts: dict[str, int] | None = None
+    ) -> list[Delivery]:
+        deliveries = []
+        for entry_id, fields in entries:
+            if fields is None:  # deleted while pending
+                continue
+            entry = _text(entry_id)
+            request_id = _text(fields.get(b"rid", b""))
+            try:
+                job: Job | None = Job.from_bytes(fields[b"job"])
+            except (CodecError, KeyError):
+                job = None
+            deliveries.append(Delivery(entry, model, request_id, (counts or {}).get(entry, 1), job))
+        return deliveries
+
+    @_unavailable_on_connection_error
+    def read(self, consumer: str, models: list[str], count: int, block_s: float) -> list[Delivery]:
+        """``XREADGROUP … COUNT count [BLOCK ms] STREAMS <stream per model> >``; no BLOCK for 0 s."""
+        if not models:
+            time.sleep(block_s)
+            return []
+        for model in models:
+            self._ensure_group(model)
+        streams = {self.stream(model): ">" for model in models}
+        try:
+            block = max(1, int(block_s * 1000)) if block_s > 0 else None  # None: answer at once
+            replies = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block)
+        except ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            for model in models:  # a stream was deleted under us: recreate the groups
+                self._ensure_group(model, force=True)
+            return []
+        by_stream = {self.stream(model): model for model in models}
+        deliveries: list[Delivery] = []
+        for stream, entries in replies or []:
+            deliveries.extend(self._deliveries(by_stream[_text(stream)], entries))
+        return deliveries
+
+    @_unavailable_on_connection_error
+    def reclaim(self, consumer: str, models: list[str], min_idle_s: float, count: int) -> list[Delivery]:
+        """``XAUTOCLAIM`` entries idle ≥ ``min_idle_s``; delivery counts come from ``XPENDING``."""
+        deliveries: list[Delivery] = []
+        for model in models:
+            self._ensure_group(model)
+            stream = self.stream(model)
+            reply = self.client.xautoclaim(
+                stream, GROUP, consumer, int(min_idle_s * 1000), "0-0", count=count
+            )
+            entries, deleted = reply[1], reply[2] if len(reply) > 2 else []
+            if deleted:
+                self.client.xack(stream, GROUP, *deleted)
+            if not entries:
+                continue
+            ids = [_text(entry_id) for entry_id, _ in entries]
+            pending = self.client.xpending_range(
+                stream, GROUP, min=min(ids), max=max(ids), count=len(ids) + 100
+            )
+            counts = {_text(item["message_id"]): int(item["times_delivered"]) for item in pending}
+            deliveries.extend(self._deliveries(model, entries, counts))
+        return deliveries
+
+    @_unavailable_on_connection_error
+    def ack(self, deliveries: list[Delivery]) -> None:
+        """``XACK`` then ``XDEL`` each entry, in one round trip."""
+        if not deliveries:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for delivery in deliveries:
+            stream = self.stream(delivery.model)
+            pipe.xack(stream, GROUP, delivery.entry_id)
+            pipe.xdel(stream, delivery.entry_id)
+        pipe.execute()
+
+    @_unavailable_on_connection_error
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Append the entry's identity and the reason to the dead-letter stream."""
+        fields = {
+            "request_id": delivery.request_id,
+            "model": delivery.model,
+            "entry_id": delivery.entry_id,
+            "deliveries": delivery.deliveries,
+            "reason": reason,
+            "time": time.time(),
+        }
+        self.client.xadd(self.dead_stream, fields, maxlen=100_000, approximate=True)
+
+    def _publish_call(self, result: Result, ttl_s: float) -> tuple[list[str], list[Any]]:
+        keys = [f"{self.prefix}:result:{result.request_id}", f"{self.prefix}:reply:{result.request_id}"]
+        return keys, [result.to_bytes(), max(1, int(ttl_s)), result.reply_to or ""]
+
+    @_unavailable_on_connection_error
+    def publish(self, result: Result, ttl_s: float) -> bool:
+        """``SET result NX EX ttl`` and wake the waiter; ``False`` when a result existed."""
+        keys, args = self._publish_call(result, ttl_s)
+        return bool(self._publish_script(keys=keys, args=args))
+
+    @_unavailable_on_connection_error
+    def publish_many(self, results: list[Result], ttl_s: float) -> None:
+        """``publish`` every result in one pipelined round trip."""
+        if not results:
+            return
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            for result in results:
+                keys, args = self._publish_call(result, ttl_s)
+                pipe.evalsha(self._publish_script.sha, len(keys), *keys, *args)
+
+        self._execute_with_scripts(fill)
+
+    @_unavailable_on_connection_error
+    def finish(self, done: list[tuple[Delivery, Result | None]], ttl_s: float) -> None:
+        """Publish each result and only then acknowledge its entry, all in one pipelined round trip.
+
+        Each pair runs as one Lua script (``SET NX`` + reply + ``XACK`` + ``XDEL``), so an entry is
+        never acknowledged without its result stored: at-least-once holds even if a command fails.
+        A pair without a result (a duplicate) is only acknowledged.
+        """
+        if not done:
+            return
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            for delivery, result in done:
+                stream = self.stream(delivery.model)
+                if result is None:
+                    pipe.xack(stream, GROUP, delivery.entry_id)
+                    pipe.xdel(stream, delivery.entry_id)
+                    continue
+                keys, args = self._publish_call(result, ttl_s)
+                pipe.evalsha(self._finish_script.sha, 3, *keys, stream, *args, delivery.entry_id, GROUP)
+
+        self._execute_with_scripts(fill)
+
+    def _execute_with_scripts(self, fill: Callable[[redis.client.Pipeline], None]) -> None:
+        """Run a pipeline of ``EVALSHA``s, loading the scripts and resending once if Redis lost them.
+
+        Plain ``EVALSHA`` rather than redis-py's pipelined ``Script`` objects, which cost an extra
+        ``SCRIPT EXISTS`` round trip per pipeline. Resending is safe: the scripts are idempotent
+        (``SET NX``, ``XACK``, ``XDEL``).
+        """
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            fill(pipe)
+            replies = pipe.execute(raise_on_error=False)
+            missing = any(isinstance(reply, NoScriptError) for reply in replies)
+            if missing and attempt == 0:
+                for script in (_PUBLISH, _FINISH):
+                    self.client.script_load(script)
+                continue
+            errors = [reply for reply in replies if isinstance(reply, Exception)]
+            if errors:
+                raise errors[0]
+            return
+
+    @_unavailable_on_connection_error
+    def answered(self, request_ids: list[str]) -> set[str]:
+        """``EXISTS result:<id>`` for every id, pipelined."""
+        if not request_ids:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for request_id in request_ids:
+            pipe.exists(f"{self.prefix}:result:{request_id}")
+        return {rid for rid, exists in zip(request_ids, pipe.execute(), strict=True) if exists}
+
+    @_unavailable_on_connection_error
+    def has_result(self, request_id: str) -> bool:
+        """``EXISTS result:<id>``."""
+        return bool(self.client.exists(f"{self.prefix}:result:{request_id}"))
+
+    @_unavailable_on_connection_error
+    def wait(self, request_id: str, timeout_s: float) -> Result | None:
+        """``BLPOP reply:<id>`` (the result itself) up to ``timeout_s``; else ``GET result:<id>``."""
+        if timeout_s > 0:
+            popped = self.client.blpop([f"{self.prefix}:reply:{request_id}"], timeout=max(timeout_s, 0.01))
+            if popped is not None:
+                return Result.from_bytes(popped[1])
+        message = self.client.get(f"{self.prefix}:result:{request_id}")
+        return Result.from_bytes(message) if message is not None else None
+
+    @_unavailable_on_connection_error
+    def heartbeat(self, worker_id: str, info: dict[str, Any]) -> None:
+        """``HSET heartbeats <worker> <json with the time>``."""
+        self.client.hset(f"{self.prefix}:heartbeats", worker_id, json.dumps({**info, "seen": time.time()}))
+
+    @_unavailable_on_connection_error
+    def forget_worker(self, worker_id: str) -> None:
+        """``HDEL heartbeats <worker>``."""
+        self.client.hdel(f"{self.prefix}:heartbeats", worker_id)
+
+    @_unavailable_on_connection_error
+    def workers(self, max_age_s: float) -> list[dict[str, Any]]:
+        """Heartbeats seen within ``max_age_s``."""
+        now = time.time()
+        beats = [json.loads(value) for value in self.client.hgetall(f"{self.prefix}:heartbeats").values()]
+        return [beat for beat in beats if now - float(beat.get("seen", 0)) <= max_age_s]
+
+    def ping(self) -> bool:
+        """``PING``; ``False`` instead of an exception when Redis is down."""
+        try:
+            return bool(self.client.ping())
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return False
+
+    def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        """The newest dead-letter records (for operators and tests)."""
+        entries = self.client.xrevrange(self.dead_stream, count=count)
+        return [{_text(key): _text(value) for key, value in fields.items()} for _, fields in entries]

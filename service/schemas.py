@@ -1,0 +1,118 @@
+"""Request and response bodies of the HTTP API (pydantic v2; they make the OpenAPI page)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class TabularRequest(BaseModel):
+    """Rows to score with a tabular model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="model name, as listed by GET /models", examples=["demo-tabular"])
+    version: str | None = Field(None, description="require this bundle version (404 if another is served)")
+    rows: list[Any] = Field(
+        description="rows: lists of F numbers in feature order, or objects keyed by feature name",
+        examples=[[[0.1, 2.0, 3.5]]],
+    )
+    threshold: FiniteFloat | None = Field(
+        None, description="override the model's anomaly threshold on `score`"
+    )
+    timeout_s: float | None = Field(None, gt=0, le=300, description="deadline of this request in seconds")
+
+
+class RowScore(BaseModel):
+    """Scores of one row: ``score`` is the latent norm ‖φ(x) − c‖, ``nll`` is −log p(x) in nats."""
+
+    score: float
+    nll: float | None = Field(description="negative log-likelihood in nats; null for models without one")
+    is_anomaly: bool = Field(description="score > threshold")
+
+
+class TabularResponse(BaseModel):
+    """Per-row results of a tabular request."""
+
+    request_id: str
+    model: str
+    version: str
+    threshold: float
+    results: list[RowScore]
+
+
+class MapFormat(StrEnum):
+    """How the anomaly map is returned: not at all, as a PNG heat map, or as a float array."""
+
+    none = "none"
+    png = "png"
+    array = "array"
+
+
+class AnomalyMap(BaseModel):
+    """The pixel anomaly map at the input image's own resolution, aligned with its pixels."""
+
+    format: MapFormat
+    width: int
+    height: int
+    low: float = Field(description="map value drawn as the coldest colour (png) / the map's minimum")
+    high: float = Field(description="map value drawn as the hottest colour (png) / the map's maximum")
+    png_base64: str | None = Field(None, description="PNG heat map, base64 (format png)")
+    values: list[list[float]] | None = Field(
+        None, description="row-major [height][width] floats (format array)"
+    )
+
+
+class ImageScore(BaseModel):
+    """Scores of one image."""
+
+    index: int
+    filename: str | None
+    width: int
+    height: int
+    score: float
+    nll: float | None
+    is_anomaly: bool
+    anomaly_map: AnomalyMap | None = None
+
+
+class ImageResponse(BaseModel):
+    """Per-image results of an image request."""
+
+    request_id: str
+    model: str
+    version: str
+    threshold: float
+    results: list[ImageScore]
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong and, where there is one, the field at fault (e.g. ``rows[3][5]``)."""
+
+    field: str | None
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer has this shape."""
+
+    error: ErrorDetail
+    request_id: str | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        404: "unknown model or version",
+        413: "body or image too large",
+        415: "not a PNG, JPEG, BMP or TIFF image",
+        422: "invalid input (the field is named)",
+        429: "queue full; retry after Retry-After seconds",
+        503: "Redis or workers unavailable; retry after Retry-After seconds",
+        504: "deadline passed before the result was ready",
+    }.items()
+}

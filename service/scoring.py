@@ -1,0 +1,195 @@
+"""What the API does per request, free of HTTP: validate, enqueue, await the result, shape the answer."""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.errors import InputError
+from service.images import decode_image, heatmap_png, resize_for_model, resize_map
+from service.inputs import validate_tabular_rows
+from service.manifest import Manifest, validate_model_name
+from service.metrics import ApiMetrics
+from service.queue import Job, Result, WorkQueue
+from service.registry import ManifestCatalog
+from service.schemas import AnomalyMap, ImageResponse, ImageScore, MapFormat
+from service.settings import Settings
+
+
+class ServiceError(Exception):
+    """A non-input failure with its HTTP status (404, 500, 504 …)."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ImageUpload:
+    """One uploaded image: its bytes and, for multipart uploads, its file name."""
+
+    data: bytes
+    filename: str | None
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def new_request_id() -> str:
+    """A random 128-bit hex request id."""
+    return uuid.uuid4().hex
+
+
+class Scorer:
+    """Turns requests into queue jobs and worker results into responses."""
+
+    def __init__(
+        self, settings: Settings, queue: WorkQueue, catalog: ManifestCatalog, metrics: ApiMetrics
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.catalog = catalog
+        self.metrics = metrics
+
+    def manifest(self, model: str, version: str | None) -> Manifest:
+        """The manifest of a valid, loaded ``model``; 404 ``ServiceError`` for an unknown version."""
+        manifest = self.catalog.get(validate_model_name(model))
+        if version is not None and version != manifest.version:
+            raise ServiceError(
+                404, f"model {model!r} serves version {manifest.version!r}, not {version!r}", "version"
+            )
+        return manifest
+
+    async def submit(
+        self, request_id: str, model: str, version: str | None, inputs: np.ndarray, timeout_s: float | None
+    ) -> Result:
+        """Enqueue and await the worker's result; 504 when the deadline passes first.
+
+        Runs in the event loop: the queue's ``enqueue_async`` / ``wait_async`` never block it.
+        """
+        timeout = min(timeout_s or self.settings.request_timeout_s, self.settings.request_timeout_s)
+        now = time.time()
+        job = Job(request_id, model, version, now + timeout, now, inputs)
+        depth = await self.queue.enqueue_async(job, self.settings.max_queue_depth)
+        self.metrics.queue_depth.labels(model).set(depth)
+        result = await self.queue.wait_async(request_id, job.deadline - time.time())
+        if result is None:
+            raise ServiceError(504, f"no result within the deadline of {timeout:g} s")
+        if result.status != 200:
+            raise ServiceError(result.status, result.error or "the worker failed on this request")
+        return result
+
+    def tabular_inputs(self, model: str, version: str | None, rows: Any) -> np.ndarray:
+        """Validated float32 rows for ``model``; errors name ``rows[i][j]``."""
+        manifest = self.manifest(model, version)
+        if manifest.kind != "tabular":
+            raise InputError("model", f"model {model!r} is an image model; use POST /score/image")
+        return validate_tabular_rows(rows, manifest)
+
+    def tabular_answer(self, request_id: str, model: str, result: Result, threshold: float | None) -> bytes:
+        """The JSON body of a tabular answer (``TabularResponse``'s shape), serialised with orjson.
+
+        Built from plain lists rather than pydantic models: for many rows this is the API's
+        largest cost after parsing. ``is_anomaly`` is ``score > threshold`` (in float64).
+        """
+        cut = threshold if threshold is not None else float(result.threshold)
+        scores = result.arrays["score"]
+        flags = (scores.astype(np.float64) > cut).tolist()
+        nlls = [value if math.isfinite(value) else None for value in result.arrays["nll"].tolist()]
+        return orjson.dumps(
+            {
+                "request_id": request_id,
+                "model": model,
+                "version": result.version,
+                "threshold": cut,
+                "results": [
+                    {"score": score, "nll": nll, "is_anomaly": flag}
+                    for score, nll, flag in zip(scores.tolist(), nlls, flags, strict=True)
+                ],
+            }
+        )
+
+    def image_inputs(
+        self, model: str, version: str | None, uploads: list[ImageUpload]
+    ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Decode and resize the uploads to the model's size: (uint8 batch, original (h, w) per image)."""
+        manifest = self.manifest(model, version)
+        if manifest.kind != "image":
+            raise InputError("model", f"model {model!r} is a tabular model; use POST /score/tabular")
+        if not uploads:
+            raise InputError("images", "no image in the request: upload files or send one image as the body")
+        if len(uploads) > self.settings.max_images:
+            raise InputError(
+                "images", f"{len(uploads)} images, at most {self.settings.max_images} per request", 413
+            )
+        height, width = manifest.image_size
+        originals = []
+        resized = []
+        for index, upload in enumerate(uploads):
+            pixels = decode_image(
+                upload.data,
+                manifest.color_mode,
+                f"images[{index}]",
+                max_pixels=self.settings.max_image_pixels,
+            )
+            originals.append(pixels.shape[:2])
+            resized.append(resize_for_model(pixels, height, width))
+        return np.stack(resized), originals
+
+    def image_answer(
+        self,
+        request_id: str,
+        model: str,
+        uploads: list[ImageUpload],
+        originals: list[tuple[int, int]],
+        result: Result,
+        threshold: float | None,
+        map_format: MapFormat,
+    ) -> ImageResponse:
+        """Scores per image, each anomaly map resized back to its image's own size."""
+        cut = threshold if threshold is not None else float(result.threshold)
+        maps = result.arrays.get("anomaly_map")
+        results = []
+        for index, (upload, (original_h, original_w)) in enumerate(zip(uploads, originals, strict=True)):
+            score = float(result.arrays["score"][index])
+            anomaly_map = None
+            if maps is not None and map_format is not MapFormat.none:
+                anomaly_map = _map_answer(resize_map(maps[index], original_h, original_w), map_format)
+            results.append(
+                ImageScore(
+                    index=index,
+                    filename=upload.filename,
+                    width=original_w,
+                    height=original_h,
+                    score=score,
+                    nll=_finite_or_none(float(result.arrays["nll"][index])),
+                    is_anomaly=score > cut,
+                    anomaly_map=anomaly_map,
+                )
+            )
+        return ImageResponse(
+            request_id=request_id, model=model, version=result.version or "", threshold=cut, results=results
+        )
+
+
+def _map_answer(anomaly_map: np.ndarray, map_format: MapFormat) -> AnomalyMap:
+    low, high = float(anomaly_map.min()), float(anomaly_map.max())
+    height, width = anomaly_map.shape
+    if map_format is MapFormat.png:
+        encoded = base64.b64encode(heatmap_png(anomaly_map, low, high)).decode()
+        return AnomalyMap(
+            format=map_format, width=width, height=height, low=low, high=high, png_base64=encoded
+        )
+    return AnomalyMap(
+        format=map_format, width=width, height=height, low=low, high=high, values=anomaly_map.tolist()
+    )

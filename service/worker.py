@@ -1,0 +1,282 @@
+"""The batching worker: reads jobs in dynamic batches, scores them, publishes, then acknowledges.
+
+One loop serves both modes (embedded: in-process queue, thread; distributed: Redis, process):
+
+1. ``collect``: read up to ``max_batch`` rows, waiting at most ``max_delay`` after the first
+   entry arrived for more (the dynamic batcher);
+2. drop expired jobs (504), refuse undecodable ones (dead letter), skip already answered ones;
+3. concatenate the rest per model, run ONNX Runtime once, split, publish each result;
+4. acknowledge only after publishing (at-least-once); every ``reclaim_interval`` take over
+   entries a dead worker left unacknowledged, dead-lettering those delivered too often.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from service.errors import InputError
+from service.metrics import WorkerMetrics
+from service.queue import Delivery, QueueUnavailable, Result, WorkQueue
+from service.registry import BundleRegistry
+from service.settings import Settings
+
+LOG = logging.getLogger("usfad.worker")
+HEAVY_MODULES = ("torch", "training", "anomalib")
+
+
+def heavy_modules_loaded() -> list[str]:
+    """Which of torch / training / anomalib this process has imported (should be none)."""
+    return [name for name in HEAVY_MODULES if name in sys.modules]
+
+
+class BatchingWorker:
+    """Consumes a ``WorkQueue`` with the models of a ``BundleRegistry``."""
+
+    BATCH_POLL_S = 0.0005  # how often the queue is polled while a batch is being collected
+
+    def __init__(
+        self, queue: WorkQueue, registry: BundleRegistry, settings: Settings, metrics: WorkerMetrics
+    ) -> None:
+        self.queue = queue
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        self.worker_id = settings.worker_id
+        self._last_reclaim = time.monotonic()
+        self._last_heartbeat = float("-inf")
+        self._stop = threading.Event()
+
+    # -- loop ---------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish after the current batch."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Serve until ``stop()``; Redis outages are waited out with a back-off."""
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                self.step()
+                backoff = 0.1
+            except QueueUnavailable as error:
+                LOG.warning("queue unavailable, retrying in %.1fs: %s", backoff, error)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:  # noqa: BLE001 - keep serving; unacknowledged entries get reclaimed
+                LOG.exception("worker step failed, retrying in %.1fs", backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        with contextlib.suppress(QueueUnavailable):
+            self.queue.forget_worker(self.worker_id)
+
+    def step(self) -> int:
+        """One iteration: heartbeat, maybe reclaim, collect one batch and process it; returns jobs handled."""
+        self.heartbeat()
+        handled = 0
+        if time.monotonic() - self._last_reclaim >= self.settings.reclaim_interval_s:
+            self._last_reclaim = time.monotonic()
+            handled += self.process(self.reclaim())
+        handled += self.process(self.collect())
+        return handled
+
+    def heartbeat(self, force: bool = False) -> None:
+        """Announce this worker, its device and its loaded model versions."""
+        now = time.monotonic()
+        if not force and now - self._last_heartbeat < self.settings.heartbeat_interval_s:
+            return
+        self._last_heartbeat = now
+        bundles = self.registry.items()
+        providers = sorted({provider for bundle in bundles.values() for provider in bundle.providers})
+        self.metrics.models_loaded.clear()
+        for name, bundle in bundles.items():
+            self.metrics.models_loaded.labels(name, bundle.version).set(1)
+        device = "cuda" if "CUDAExecutionProvider" in providers else "cpu"
+        self.metrics.device.clear()
+        self.metrics.device.labels(self.worker_id, device, ",".join(providers) or "none").set(1)
+        info: dict[str, Any] = {
+            "worker": self.worker_id,
+            "models": {name: bundle.version for name, bundle in bundles.items()},
+            "device": device,
+            "providers": providers,
+            "heavy_modules": heavy_modules_loaded(),
+        }
+        self.queue.heartbeat(self.worker_id, info)
+
+    # -- batching -----------------------------------------------------------------------------
+    def collect(self, poll_s: float = 0.1) -> list[Delivery]:
+        """Read until some model has ``max_batch`` rows or ``max_delay`` passed since the first entry."""
+        models = self.registry.names()
+        if not models:
+            time.sleep(poll_s)
+            return []
+        count = max(self.settings.policy(model).max_batch for model in models)
+        deliveries = self.queue.read(self.worker_id, models, count, poll_s)
+        if not deliveries:
+            return []
+        rows: dict[str, int] = defaultdict(int)
+        for delivery in deliveries:
+            rows[delivery.model] += _rows(delivery)
+        close_at = time.monotonic() + min(self.settings.policy(model).max_delay_s for model in rows)
+        while True:
+            remaining = close_at - time.monotonic()
+            if remaining <= 0 or any(rows[m] >= self.settings.policy(m).max_batch for m in rows):
+                break
+            # Non-blocking reads plus a short local sleep: Redis resolves BLOCK timeouts only to
+            # its event-loop tick (~100 ms at hz 10), far coarser than a batching window.
+            more = self.queue.read(self.worker_id, models, count, 0.0)
+            if not more:
+                time.sleep(min(remaining, self.BATCH_POLL_S))
+            for delivery in more:
+                rows[delivery.model] += _rows(delivery)
+            deliveries.extend(more)
+        return deliveries
+
+    def reclaim(self) -> list[Delivery]:
+        """Entries idle past ``reclaim_idle_s``; those delivered too often are dead-lettered here."""
+        taken = self.queue.reclaim(
+            self.worker_id, self.registry.names(), self.settings.reclaim_idle_s, count=256
+        )
+        alive = []
+        for delivery in taken:
+            self.metrics.reclaimed.labels(delivery.model).inc()
+            if delivery.deliveries > self.settings.max_deliveries:
+                self._dead_letter(
+                    delivery, f"delivered {delivery.deliveries} times without being acknowledged"
+                )
+            else:
+                alive.append(delivery)
+        if taken:
+            LOG.warning("reclaimed %d entries (%d dead-lettered)", len(taken), len(taken) - len(alive))
+        return alive
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self.queue.dead_letter(delivery, reason)
+        self.metrics.dead_lettered.labels(delivery.model).inc()
+        result = None
+        if delivery.request_id:
+            result = self._error(delivery, 500, f"request was dead-lettered: {reason}")
+        self.queue.finish([(delivery, result)], self.settings.result_ttl_s)
+
+    def _error(self, delivery: Delivery, status: int, message: str) -> Result:
+        """An error result for ``delivery``, addressed to its API process."""
+        reply_to = delivery.job.reply_to if delivery.job is not None else None
+        return Result(delivery.request_id, status, message, worker=self.worker_id, reply_to=reply_to)
+
+    # -- compute ------------------------------------------------------------------------------
+    def process(self, deliveries: list[Delivery]) -> int:
+        """Score ``deliveries`` (grouped per model), publish every result, then acknowledge."""
+        by_model: dict[str, list[Delivery]] = defaultdict(list)
+        for delivery in deliveries:
+            if delivery.job is None:
+                self._dead_letter(delivery, "entry cannot be decoded")
+            else:
+                by_model[delivery.model].append(delivery)
+        for model, group in by_model.items():
+            self._process_model(model, group)
+        return len(deliveries)
+
+    def _process_model(self, model: str, group: list[Delivery]) -> None:
+        now = time.time()
+        runnable: list[Delivery] = []
+        try:
+            bundle = self.registry.get(model)
+        except LookupError:
+            bundle = None
+        answered = self.queue.answered([delivery.request_id for delivery in group])
+        done: list[tuple[Delivery, Result | None]] = []  # answered without compute, finished together
+        for delivery in group:
+            job = delivery.job
+            assert job is not None
+            if job.request_id in answered:  # a duplicate (reclaimed after the result was written)
+                done.append((delivery, None))
+            elif job.deadline <= now:
+                self.metrics.expired.labels(model).inc()
+                done.append((delivery, self._error(delivery, 504, "deadline passed while queued")))
+            elif bundle is None:
+                message = f"model {model!r} is not loaded on this worker"
+                done.append((delivery, self._error(delivery, 404, message)))
+            elif job.version is not None and job.version != bundle.version:
+                message = f"model {model!r} serves version {bundle.version!r}, not {job.version!r}"
+                done.append((delivery, self._error(delivery, 404, message)))
+            else:
+                runnable.append(delivery)
+        self.queue.finish(done, self.settings.result_ttl_s)
+        if bundle is None or not runnable:
+            return
+        policy = self.settings.policy(model)
+        batch: list[Delivery] = []
+        batch_rows = 0
+        for delivery in runnable:
+            if batch and batch_rows + _rows(delivery) > policy.max_batch:
+                self._compute(bundle, batch)
+                batch, batch_rows = [], 0
+            batch.append(delivery)
+            batch_rows += _rows(delivery)
+        self._compute(bundle, batch)
+
+    def _compute(self, bundle: Any, batch: list[Delivery]) -> None:
+        jobs = [delivery.job for delivery in batch]
+        started = time.time()
+        try:
+            inputs = np.concatenate([_checked_inputs(bundle, job.inputs) for job in jobs])
+            outputs = bundle.run(inputs)
+        except Exception as error:  # noqa: BLE001 - onnxruntime's errors are not RuntimeError subclasses
+            if len(batch) > 1:  # isolate the bad request: the others must still be answered
+                for delivery in batch:
+                    self._compute(bundle, [delivery])
+                return
+            status = error.status if isinstance(error, InputError) else 500
+            failed = self._error(batch[0], status, str(error))
+            self.queue.finish([(batch[0], failed)], self.settings.result_ttl_s)
+            return
+        compute_s = time.time() - started
+        rows = inputs.shape[0]
+        self.metrics.compute.labels(bundle.name).observe(compute_s)
+        self.metrics.batch_size.labels(bundle.name).observe(rows)
+        offset = 0
+        done: list[tuple[Delivery, Result | None]] = []
+        queue_wait = self.metrics.queue_wait.labels(bundle.name)
+        for delivery, job in zip(batch, jobs, strict=True):
+            count = job.inputs.shape[0]
+            part = slice(offset, offset + count)
+            offset += count
+            arrays = {"score": outputs.score[part], "nll": outputs.nll[part]}
+            if outputs.anomaly_map is not None:
+                arrays["anomaly_map"] = outputs.anomaly_map[part]
+            wait_s = max(0.0, started - job.enqueued)
+            queue_wait.observe(wait_s)
+            result = Result(
+                job.request_id,
+                200,
+                version=bundle.version,
+                threshold=bundle.manifest.threshold,
+                worker=self.worker_id,
+                queue_wait_s=wait_s,
+                compute_s=compute_s,
+                batch_rows=rows,
+                arrays=arrays,
+                reply_to=job.reply_to,
+            )
+            done.append((delivery, result))
+        self.queue.finish(done, self.settings.result_ttl_s)
+
+
+def _rows(delivery: Delivery) -> int:
+    return int(delivery.job.inputs.shape[0]) if delivery.job is not None else 0
+
+
+def _checked_inputs(bundle: Any, inputs: np.ndarray) -> np.ndarray:
+    """Re-validate on the worker: the API may have validated against another bundle version."""
+    from service.inputs import validate_image_batch, validate_tabular_rows
+
+    if bundle.manifest.kind == "tabular":
+        return validate_tabular_rows(inputs, bundle.manifest, "rows")
+    return validate_image_batch(inputs, bundle.manifest, "images")

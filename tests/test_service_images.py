@@ -1,0 +1,133 @@
+"""Image decoding for the service: accepted formats, refusals (bombs, truncation), resizing."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.errors import InputError
+from service.images import decode_image, heatmap_png, resize_for_model, resize_map
+from tests.service_support import SHARED_DATA
+
+pytestmark = pytest.mark.timeout(60)
+TILE_DIR = SHARED_DATA / "images" / "magnetic_tile"
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width × height`` RGB pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(scope="module")
+def tile() -> Image.Image:
+    """A real magnetic-tile image (first training image)."""
+    path = sorted((TILE_DIR / "train" / "good").iterdir())[0]
+    return Image.open(path).convert("RGB")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options"), [("PNG", {}), ("JPEG", {"quality": 95}), ("BMP", {}), ("TIFF", {})]
+)
+def test_supported_formats_decode_to_the_model_colour_mode(
+    tile: Image.Image, fmt: str, options: dict
+) -> None:
+    data = encode(tile, fmt, **options)
+    rgb = decode_image(data, "rgb")
+    grey = decode_image(data, "grayscale")
+    assert rgb.shape == (tile.height, tile.width, 3) and rgb.dtype == np.uint8
+    assert grey.shape == (tile.height, tile.width, 1)
+    if fmt != "JPEG":  # lossless formats give the exact pixels back
+        np.testing.assert_array_equal(rgb, np.asarray(tile))
+
+
+def test_sixteen_bit_tiff_keeps_its_contrast() -> None:
+    values = np.array([[0, 256, 65535]], dtype=np.uint16)
+    data = encode(Image.fromarray(values), "TIFF")
+    assert decode_image(data, "grayscale")[0, :, 0].tolist() == [0, 1, 255]
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "words"),
+    [
+        (b"", 422, "is empty"),
+        (b"hello, this is text and not an image", 415, "not a PNG, JPEG, BMP or TIFF"),
+        (None, 415, "not a PNG, JPEG, BMP or TIFF"),  # a GIF
+    ],
+)
+def test_non_images_are_refused(data: bytes | None, status: int, words: str) -> None:
+    if data is None:
+        data = encode(Image.new("P", (8, 8)), "GIF")
+    with pytest.raises(InputError) as caught:
+        decode_image(data, "rgb", field="images[0]")
+    assert (
+        caught.value.status == status and words in caught.value.message and caught.value.field == "images[0]"
+    )
+
+
+def test_truncated_image_is_refused(tile: Image.Image) -> None:
+    data = encode(tile, "PNG")
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        decode_image(data[: len(data) // 2], "rgb")
+
+
+def test_decompression_bomb_is_refused_from_its_header() -> None:
+    """50,000 × 50,000 declared: refused with 413 before any pixel is decoded (the file is tiny)."""
+    data = png_header_only(50_000, 50_000)
+    assert len(data) < 200
+    with pytest.raises(InputError) as caught:
+        decode_image(data, "rgb")
+    assert caught.value.status == 413 and "2500000000 pixels" in caught.value.message
+
+
+def test_resize_round_trip_keeps_alignment() -> None:
+    """A bright square in the input lands in the same place of the map resized back."""
+    image = np.zeros((300, 200, 1), dtype=np.uint8)
+    image[30:90, 140:190] = 255
+    small = resize_for_model(image, 64, 64)
+    assert small.shape == (64, 64, 1)
+    back = resize_map(small[:, :, 0].astype(np.float32), 300, 200)
+    assert back.shape == (300, 200)
+    assert back[60, 165] > 200 and back[200, 50] < 1
+    assert resize_for_model(image, 300, 200) is image
+
+
+def test_heatmap_png_has_the_map_size() -> None:
+    values = np.linspace(0, 1, 30 * 40, dtype=np.float32).reshape(30, 40)
+    decoded = Image.open(io.BytesIO(heatmap_png(values, 0.0, 1.0)))
+    assert decoded.format == "PNG" and decoded.size == (40, 30) and decoded.mode == "RGB"
+    pixels = np.asarray(decoded)
+    assert pixels[0, 0].sum() < pixels[-1, -1].sum()  # cold start, hot end
+
+
+def test_images_over_the_configured_pixel_limit_are_refused(tile: Image.Image) -> None:
+    data = encode(tile, "PNG")
+    with pytest.raises(InputError) as caught:
+        decode_image(data, "rgb", max_pixels=tile.width * tile.height - 1)
+    assert caught.value.status == 413
+    assert f"declares {tile.width}x{tile.height} pixels" in caught.value.message

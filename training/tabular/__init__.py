@@ -1,0 +1,1 @@
+"""Training, saving and benchmarking of tabular one-class detectors."""
