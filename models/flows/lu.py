@@ -40,17 +40,20 @@ class LUAffine(nn.Module):
         super().__init__()
         self.features = features
         self.fixed_diag_magnitude = fixed_diag_magnitude
-        # Start from a random rotation: its pivot-free LU factors (of P^T Q, itself orthogonal)
-        # mix all features while keeping the map perfectly conditioned.
-        q, _ = torch.linalg.qr(torch.randn(features, features, generator=generator))
-        _, lower, upper = torch.linalg.lu(q)
-        diag = torch.diagonal(upper)
-        self.register_buffer("sign", torch.sign(diag))
         if fixed_diag_magnitude:
-            # Rescale rows of U to |U_ii| = 1; the map stays invertible and det = ±1.
-            upper = upper / diag.abs()[:, None]
+            # |U_ii| = 1 cannot represent a random rotation's LU factors (their diagonal varies),
+            # and rescaling U's rows to force it gives condition numbers of 10^3 and more for
+            # hundreds of channels, which blew up early training: start at the identity instead.
+            lower, upper = torch.zeros(features, features), torch.eye(features)
+            self.register_buffer("sign", torch.ones(features))
             self.register_buffer("log_diag", torch.zeros(features))
         else:
+            # Start from a random rotation: its pivot-free LU factors (of P^T Q, itself
+            # orthogonal) mix all features while keeping the map perfectly conditioned.
+            q, _ = torch.linalg.qr(torch.randn(features, features, generator=generator))
+            _, lower, upper = torch.linalg.lu(q)
+            diag = torch.diagonal(upper)
+            self.register_buffer("sign", torch.sign(diag))
             self.log_diag = nn.Parameter(diag.abs().log())
         self.lower = nn.Parameter(torch.tril(lower, -1))
         self.upper = nn.Parameter(torch.triu(upper, 1))

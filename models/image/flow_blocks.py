@@ -109,10 +109,8 @@ class USFCouplingBlock(InvertibleModule):
     ``P`` is a fixed random channel permutation (as in anomalib's blocks) and
     ``log|det J_B| = 0 + (-log|det A|) + 0 + log|det A| = 0`` for every input.
 
-    ``A`` starts at the identity (``L = U = I``), so the block starts as the additive block.
-    ``LUAffine``'s own initialisation (a random rotation with its rows of ``U`` rescaled to
-    ``|U_ii| = 1``) is badly conditioned for many channels (condition number ≈ 7·10² for 112
-    channels, ≈ 7·10³ for 320), which made the first training steps blow up.
+    ``A`` starts at the identity (``L = U = I``, ``LUAffine``'s initialisation with fixed
+    diagonal magnitudes), so the block starts as the additive block.
     """
 
     def __init__(
@@ -125,11 +123,7 @@ class USFCouplingBlock(InvertibleModule):
         if subnet_constructor is None:
             raise ValueError("subnet_constructor is required")
         channels = self.dims_in[0][0]
-        self.affine = LUAffine(channels, fixed_diag_magnitude=True)
-        with torch.no_grad():
-            self.affine.lower.zero_()
-            self.affine.upper.zero_()
-            self.affine.sign.fill_(1.0)
+        self.affine = LUAffine(channels, fixed_diag_magnitude=True)  # starts at the identity
         self.coupling = AdditiveCoupling(channels, sum(d[0] for d in self.dims_c), subnet_constructor)
         permutation = torch.randperm(channels)
         self.register_buffer("permutation", permutation)
