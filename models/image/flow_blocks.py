@@ -94,16 +94,22 @@ class AdditiveCouplingBlock(InvertibleModule):
     ) -> tuple[tuple[torch.Tensor], torch.Tensor]:
         x, c = x_or_z[0], c or ()
         if not rev:
-            y = self.coupling(x, c)[:, self.permutation]
+            y = self._couple(x, c)[:, self.permutation]
         else:
-            y = self.coupling.inverse(x[:, self.inverse_permutation], c)
+            y = self._uncouple(x[:, self.inverse_permutation], c)
         return (y,), x.new_zeros(x.shape[0])
+
+    def _couple(self, x: torch.Tensor, c: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.coupling(x, c)
+
+    def _uncouple(self, y: torch.Tensor, c: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.coupling.inverse(y, c)
 
     def output_dims(self, input_dims: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
         return input_dims
 
 
-class USFCouplingBlock(InvertibleModule):
+class USFCouplingBlock(AdditiveCouplingBlock):
     """``B = P ∘ A⁻¹ ∘ C ∘ A``: additive coupling ``C`` in a learned basis ``A = L U`` with ``|U_ii| = 1``.
 
     ``P`` is a fixed random channel permutation (as in anomalib's blocks) and
@@ -119,34 +125,17 @@ class USFCouplingBlock(InvertibleModule):
         dims_c: list[tuple[int, ...]] | None = None,
         subnet_constructor: SubnetConstructor | None = None,
     ) -> None:
-        super().__init__(dims_in, dims_c)
-        if subnet_constructor is None:
-            raise ValueError("subnet_constructor is required")
-        channels = self.dims_in[0][0]
-        self.affine = LUAffine(channels, fixed_diag_magnitude=True)  # starts at the identity
-        self.coupling = AdditiveCoupling(channels, sum(d[0] for d in self.dims_c), subnet_constructor)
-        permutation = torch.randperm(channels)
-        self.register_buffer("permutation", permutation)
-        self.register_buffer("inverse_permutation", torch.argsort(permutation))
+        super().__init__(dims_in, dims_c, subnet_constructor)
+        # Starts at the identity (fixed diagonal magnitudes), so the block starts additive.
+        self.affine = LUAffine(self.dims_in[0][0], fixed_diag_magnitude=True)
 
-    def forward(
-        self,
-        x_or_z: Sequence[torch.Tensor],
-        c: Sequence[torch.Tensor] = (),
-        rev: bool = False,
-        jac: bool = True,
-    ) -> tuple[tuple[torch.Tensor], torch.Tensor]:
-        x, c = x_or_z[0], c or ()
-        if not rev:
-            h, _ = self.affine(x)
-            y = self.affine.inverse(self.coupling(h, c))[:, self.permutation]
-        else:
-            h, _ = self.affine(x[:, self.inverse_permutation])
-            y = self.affine.inverse(self.coupling.inverse(h, c))
-        return (y,), x.new_zeros(x.shape[0])
+    def _couple(self, x: torch.Tensor, c: Sequence[torch.Tensor]) -> torch.Tensor:
+        h, _ = self.affine(x)
+        return self.affine.inverse(self.coupling(h, c))
 
-    def output_dims(self, input_dims: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
-        return input_dims
+    def _uncouple(self, y: torch.Tensor, c: Sequence[torch.Tensor]) -> torch.Tensor:
+        h, _ = self.affine(y)
+        return self.affine.inverse(self.coupling.inverse(h, c))
 
 
 def block_for(flow: str, affine_args: dict[str, Any]) -> tuple[type[nn.Module], dict[str, Any]]:
