@@ -33,34 +33,29 @@ T = TypeVar("T")
 
 # First result wins (idempotent by request id); only then hand it to the waiting API request:
 # on its API process's reply channel when the job names one, else on the list ``reply:<id>``.
-_PUBLISH = """
+# ``stored`` is 1 when this call stored the result, 0 when an earlier delivery already had.
+_STORE_AND_PUBLISH = """
+local stored = 0
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  stored = 1
   if ARGV[3] ~= '' then
     redis.call('PUBLISH', ARGV[3], ARGV[1])
   else
     redis.call('RPUSH', KEYS[2], ARGV[1])
     redis.call('EXPIRE', KEYS[2], ARGV[2])
   end
-  return 1
 end
-return 0
 """
+_PUBLISH = _STORE_AND_PUBLISH + "return stored\n"
 # Publish as above, then acknowledge and delete the job's entry (KEYS[3], ARGV[4], group ARGV[5]).
-_FINISH = """
-local stored = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
-if stored then
-  if ARGV[3] ~= '' then
-    redis.call('PUBLISH', ARGV[3], ARGV[1])
-  else
-    redis.call('RPUSH', KEYS[2], ARGV[1])
-    redis.call('EXPIRE', KEYS[2], ARGV[2])
-  end
-end
+_FINISH = (
+    _STORE_AND_PUBLISH
+    + """
 redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
 redis.call('XDEL', KEYS[3], ARGV[4])
-if stored then return 1 end
-return 0
+return stored
 """
+)
 
 
 def _unavailable_on_connection_error(method: Callable[..., T]) -> Callable[..., T]:
