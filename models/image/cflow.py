@@ -19,7 +19,7 @@ from FrEIA.framework import SequenceINN
 from torch import nn
 
 from models.image.backbone import BackboneSpec, create_feature_extractor
-from models.image.detector import DetectorMixin
+from models.image.detector import DetectorMixin, image_score
 from models.image.flow_blocks import block_for
 
 
@@ -107,5 +107,5 @@ class USCflowModel(DetectorMixin, CflowModel):
             nlls.append(nll.flatten(1).mean(dim=1))
             maps.append(F.interpolate(nll, size=self.input_size, mode="bilinear", align_corners=False))
         anomaly_map = torch.stack(maps, dim=-1).mean(dim=-1)
-        score = torch.amax(anomaly_map, dim=(-2, -1)).flatten()
+        score = image_score(anomaly_map)
         return score, torch.stack(nlls, dim=-1).mean(dim=-1), anomaly_map

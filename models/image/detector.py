@@ -24,6 +24,11 @@ def gaussian_nll_per_dim(latents: list[torch.Tensor], log_jacobian: torch.Tensor
     return (squared - log_jacobian) / dims + LOG_SQRT_2PI
 
 
+def image_score(anomaly_map: torch.Tensor) -> torch.Tensor:
+    """Image score of every family: the maximum of its anomaly map, ``[N, 1, H, W] -> [N]``."""
+    return torch.amax(anomaly_map, dim=(-2, -1)).flatten()
+
+
 class DetectorMixin:
     """``forward(images) -> (score [N], nll [N], anomaly_map [N, 1, H, W])`` from extract + predict.
 

@@ -21,7 +21,7 @@ from FrEIA.framework import SequenceINN
 from torch import nn
 
 from models.image.backbone import BackboneSpec, create_feature_extractor
-from models.image.detector import DetectorMixin, gaussian_nll_per_dim
+from models.image.detector import DetectorMixin, gaussian_nll_per_dim, image_score
 from models.image.flow_blocks import block_for
 
 
@@ -91,5 +91,5 @@ class USFastflowModel(DetectorMixin, FastflowModel):
     def predict(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         latents, jacobians = self.latents(features)
         anomaly_map = self.anomaly_map_generator(latents)
-        score = torch.amax(anomaly_map, dim=(-2, -1)).flatten()
+        score = image_score(anomaly_map)
         return score, gaussian_nll_per_dim(latents, sum(jacobians)), anomaly_map

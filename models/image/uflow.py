@@ -19,7 +19,7 @@ from anomalib.models.image.uflow.torch_model import AffineCouplingSubnet, UflowM
 from torch import nn
 
 from models.image.backbone import BackboneSpec, create_feature_extractor
-from models.image.detector import DetectorMixin, gaussian_nll_per_dim
+from models.image.detector import DetectorMixin, gaussian_nll_per_dim, image_score
 from models.image.flow_blocks import block_for
 
 
@@ -123,5 +123,5 @@ class USUflowModel(DetectorMixin, UflowModel):
     def predict(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         latents, log_jacobian = self.latents(features)
         anomaly_map = self.anomaly_map_generator(latents)
-        score = torch.amax(anomaly_map, dim=(-2, -1)).flatten()
+        score = image_score(anomaly_map)
         return score, gaussian_nll_per_dim(latents, log_jacobian), anomaly_map
