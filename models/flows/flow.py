@@ -31,9 +31,11 @@ class ConjugatedCouplingBlock(nn.Module):
         self.coupling = coupling
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, _ = self.affine(x)
+        # L and U are built once for both A and A⁻¹ (building them is O(d²) per call).
+        factors = self.affine.factors() if self.affine.training else None
+        h, _ = self.affine(x, factors)
         h, logdet = self.coupling(h)
-        y, _ = self.affine.inverse_forward(h)
+        y, _ = self.affine.inverse_forward(h, factors)
         return y, logdet
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:

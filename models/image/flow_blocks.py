@@ -130,8 +130,9 @@ class USFCouplingBlock(AdditiveCouplingBlock):
         self.affine = LUAffine(self.dims_in[0][0], fixed_diag_magnitude=True)
 
     def _couple(self, x: torch.Tensor, c: Sequence[torch.Tensor]) -> torch.Tensor:
-        h, _ = self.affine(x)
-        return self.affine.inverse(self.coupling(h, c))
+        factors = self.affine.factors() if self.affine.training else None  # shared by A and A⁻¹
+        h, _ = self.affine(x, factors)
+        return self.affine.inverse(self.coupling(h, c), factors)
 
     def _uncouple(self, y: torch.Tensor, c: Sequence[torch.Tensor]) -> torch.Tensor:
         h, _ = self.affine(y)

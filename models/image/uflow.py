@@ -2,9 +2,11 @@
 
 anomalib's U-Flow feature extractors always request pretrained weights from the hub
 (``pre_trained=True`` hard-coded; MS-CaiT downloads two CaiT checkpoints). Here the
-extractor is a frozen timm CNN built offline (:mod:`models.image.backbone`) with anomalib's
-per-scale LayerNorm, again **without** a learnable affine part (see ``models.image.fastflow``).
-The U-shaped flow graph, loss and anomaly map are anomalib's.
+extractor is either a frozen timm CNN built offline (:mod:`models.image.backbone`) with anomalib's
+per-scale LayerNorm, again **without** a learnable affine part (see ``models.image.fastflow``),
+or, with ``backbone.name == "mcait"``, anomalib's MS-CaiT extractor built without a download
+(:mod:`models.image.mcait`; 448×448 input). The U-shaped flow graph, loss and anomaly map are
+anomalib's.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from anomalib.models.image.uflow.loss import UFlowLoss
 from anomalib.models.image.uflow.torch_model import AffineCouplingSubnet, UflowModel
 from torch import nn
 
-from models.image.backbone import BackboneSpec, create_feature_extractor
+from models.image.backbone import MCAIT, BackboneSpec, create_feature_extractor
 from models.image.detector import DetectorMixin, gaussian_nll_per_dim, image_score
 from models.image.flow_blocks import block_for
+from models.image.mcait import OfflineMCaitFeatureExtractor, check_mcait_input_size
 
 
 class OfflineLayerNormExtractor(nn.Module):
@@ -77,9 +80,13 @@ class USUflowModel(DetectorMixin, UflowModel):
         self._block, self._block_args = block_for(
             flow, {"affine_clamping": affine_clamp, "permute_soft": False}
         )
-        self.feature_extractor = OfflineLayerNormExtractor(
-            backbone or BackboneSpec(), self.input_size, out_indices
-        )
+        backbone = backbone or BackboneSpec()
+        self.feature_extractor: OfflineLayerNormExtractor | OfflineMCaitFeatureExtractor
+        if backbone.name == MCAIT:
+            check_mcait_input_size(self.input_size)
+            self.feature_extractor = OfflineMCaitFeatureExtractor(backbone)
+        else:
+            self.feature_extractor = OfflineLayerNormExtractor(backbone, self.input_size, out_indices)
         self.flow = self.build_flow(flow_steps)
         self.anomaly_map_generator = AnomalyMapGenerator(self.input_size)
         self.criterion = UFlowLoss()
@@ -105,11 +112,13 @@ class USUflowModel(DetectorMixin, UflowModel):
         return nodes
 
     def backbone_module(self) -> nn.Module:
+        if isinstance(self.feature_extractor, OfflineMCaitFeatureExtractor):
+            return self.feature_extractor  # its LayerNorms are the CaiTs' own, frozen
         return self.feature_extractor.feature_extractor
 
     def extract(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Raw feature maps of the frozen backbone (normalised in the head)."""
-        return self.feature_extractor.extract_features(images)
+        """Raw features of the frozen backbone (CNN maps or CaiT tokens; normalised in the head)."""
+        return list(self.feature_extractor.extract_features(images))
 
     def latents(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Latents per output scale and the total ``log|det J|`` per image."""

@@ -6,11 +6,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from training.image.folder import FolderLayout
 
 FAMILIES = ("fastflow", "cflow", "uflow")
 FLOWS = ("affine", "additive", "usf")
 REFERENCES = ("padim", "patchcore")
+LAYOUTS = ("auto", "mvtec", "folder")
+FOLDER_OPTIONS = ("normal_dir", "abnormal_dir", "mask_dir", "normal_test_dir", "normal_split_ratio")
 
 
 def _input_size(text: str) -> tuple[int, int]:
@@ -47,9 +52,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--long-side", type=int, help="long side of the input; the other keeps the aspect ratio"
     )
     parser.add_argument("--input-size", type=_input_size, help="explicit HxW input size (multiples of 32)")
-    parser.add_argument("--backbone", default="efficientnet_lite0", help="timm backbone name")
     parser.add_argument(
-        "--backbone-weights", type=Path, help="ImageNet checkpoint file (timm naming) for the backbone"
+        "--backbone",
+        help="timm CNN name, or mcait (U-Flow's MS-CaiT, 448x448 input). Default: efficientnet_lite0 "
+        "(offline); in the paper profile with --backbone-weights or --allow-download the paper's "
+        "per family (resnet18 / wide_resnet50_2 / mcait)",
+    )
+    parser.add_argument(
+        "--backbone-weights",
+        type=Path,
+        help="ImageNet checkpoint (timm naming; .pth/.pt/.bin/.safetensors) or a folder of them named "
+        "<timm name>.pth; mcait: a folder with cait_m48_448.pth and cait_s24_224.pth, or one file "
+        "holding {'cait_m48_448': state_dict, 'cait_s24_224': state_dict}",
     )
     parser.add_argument(
         "--allow-download",
@@ -64,9 +78,36 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-train-images", type=int, help="use at most this many training images")
     parser.add_argument("--max-test-images", type=int, help="evaluate on at most this many test images")
     parser.add_argument("--max-seconds", type=float, help="time budget per training run")
+    layout = parser.add_argument_group(
+        "data layout",
+        "MVTec (train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png) or anomalib's "
+        "folder layout (folders relative to the data root, or absolute)",
+    )
+    layout.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="auto",
+        help="auto: folder when --normal-dir is given, mvtec otherwise",
+    )
+    layout.add_argument("--normal-dir", help="folder layout: normal (good) images")
+    layout.add_argument("--abnormal-dir", help="folder layout: defective images (comma-separated folders)")
+    layout.add_argument(
+        "--mask-dir", help="folder layout: masks named like the defective images (comma-separated folders)"
+    )
+    layout.add_argument(
+        "--normal-test-dir",
+        help="folder layout: normal test images (default: a seeded split of --normal-dir)",
+    )
+    layout.add_argument(
+        "--normal-split-ratio",
+        type=float,
+        help="folder layout without --normal-test-dir: fraction of normal images tested (default 0.2)",
+    )
 
 
 def _backbone_weights(args: argparse.Namespace) -> str:
+    from models.image.backbone import MCAIT, MCAIT_NO_WEIGHTS, OFFLINE_BACKBONE
+
     chosen = [bool(args.backbone_weights), args.allow_download, args.random_init]
     if sum(chosen) > 1:
         raise ValueError(
@@ -78,12 +119,40 @@ def _backbone_weights(args: argparse.Namespace) -> str:
         return "hub"
     if args.random_init:
         return "random-init"
-    if args.backbone != "efficientnet_lite0":
+    if args.backbone == MCAIT:
+        raise ValueError(MCAIT_NO_WEIGHTS)
+    if args.backbone not in (None, OFFLINE_BACKBONE):
         raise ValueError(
             f"--backbone {args.backbone}: no offline weights; pass --backbone-weights PATH, "
             "--allow-download or --random-init"
         )
     return "offline"
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+
+def _folder_layout(args: argparse.Namespace) -> FolderLayout | None:
+    """anomalib's folder layout from the options, or None for the MVTec layout."""
+    from training.image.folder import FolderLayout
+
+    given = [name for name in FOLDER_OPTIONS if getattr(args, name) is not None]
+    layout = args.layout if args.layout != "auto" else ("folder" if given else "mvtec")
+    if layout == "mvtec":
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise ValueError(f"{flag} belongs to the folder layout; drop it or pass --layout folder")
+        return None
+    if args.normal_dir is None:
+        raise ValueError("--normal-dir: --layout folder needs the folder of normal (good) images")
+    return FolderLayout(
+        normal_dir=args.normal_dir,
+        abnormal_dirs=_split(args.abnormal_dir),
+        mask_dirs=_split(args.mask_dir),
+        normal_test_dir=args.normal_test_dir,
+        normal_split_ratio=0.2 if args.normal_split_ratio is None else args.normal_split_ratio,
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,6 +173,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "max_train_images": args.max_train_images,
         "max_test_images": args.max_test_images,
         "max_seconds": args.max_seconds,
+        "folder_layout": _folder_layout(args),
     }
 
 
@@ -143,6 +213,8 @@ def _train(args: argparse.Namespace) -> int:
     fit, metrics = run["fit"], run["metrics"]
     shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float))
     print(f"{run_dir}: {run['family']}-{run['flow']} on {run['backbone']} [{run['profile']} profile]")
+    if run.get("backbone_note"):
+        print(f"  note: {run['backbone_note']}")
     print(f"  stopped after {fit['epochs_run']} epochs ({fit['stop_reason']}); {shown}")
     return 1 if fit["failed"] else 0
 
@@ -176,10 +248,14 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     train = groups["train"].add_parser(
         "image",
         help="train FastFlow / CFlow / U-Flow with affine, additive or USF flows",
-        description="Train one image anomaly detector on the good images of one MVTec-layout category.",
+        description="Train one image anomaly detector on the good images of one category "
+        "(MVTec layout or anomalib's folder layout).",
     )
     train.add_argument(
-        "--data", required=True, type=Path, help="category folder (train/good, test/, ground_truth/)"
+        "--data",
+        required=True,
+        type=Path,
+        help="category folder (MVTec: train/good, test/, ground_truth/; folder layout: the root)",
     )
     train.add_argument("--model", required=True, choices=FAMILIES)
     train.add_argument("--flow", required=True, choices=FLOWS)
@@ -193,7 +269,12 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         help="the image grid: families x flows x seeds (+ PaDiM, PatchCore) on every category",
         description="Benchmark image detectors like the paper's Tables 1-5 and Figure 4.",
     )
-    bench.add_argument("--data-dir", required=True, type=Path, help="folder of MVTec-layout categories")
+    bench.add_argument(
+        "--data-dir",
+        required=True,
+        type=Path,
+        help="folder of MVTec-layout categories (or one), or the root of one folder-layout category",
+    )
     bench.add_argument("--models", type=_csv(FAMILIES), default=list(FAMILIES))
     bench.add_argument("--flows", type=_csv(FLOWS), default=list(FLOWS))
     bench.add_argument(

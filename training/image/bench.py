@@ -17,8 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from models.image.backbone import OFFLINE_BACKBONE, BackboneSpec
+from models.image.backbone import MCAIT, BackboneSpec
+from training.image.backbone_choice import resolve_backbone
 from training.image.data import find_categories
+from training.image.folder import FolderLayout
 from training.image.report import METRICS, ablation_plot, column_name, save_overlay, write_tables
 
 logger = logging.getLogger("usfad.bench.image")
@@ -52,7 +54,7 @@ def collect_results(out: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _overlays(run_dir: Path, data_dir: Path, out: Path) -> None:
+def _overlays(run_dir: Path, data_dir: Path, out: Path, layout: FolderLayout | None = None) -> None:
     """Anomaly-map overlays of a few defective test images for one run."""
     import torch
 
@@ -61,7 +63,7 @@ def _overlays(run_dir: Path, data_dir: Path, out: Path) -> None:
 
     scorer, run = load_scorer(run_dir)
     size = (run["input"]["height"], run["input"]["width"])
-    category = load_category(data_dir)
+    category = load_category(data_dir, layout)
     chosen = [i for i, label in enumerate(category.test_labels) if label == 1][
         :: max(1, sum(category.test_labels) // OVERLAY_IMAGES)
     ]
@@ -104,16 +106,24 @@ def run_image_bench(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     overrides.setdefault("feature_cache", str(out / "feature_cache"))
-    categories = find_categories(data_dir)
+    if overrides.get("backbone") == MCAIT and (set(models) - {"uflow"} or references):
+        raise ValueError("--backbone mcait is U-Flow's backbone only: pass --models uflow --no-references")
+    layout = overrides.get("folder_layout")
+    # A folder-layout root is one category; otherwise every MVTec-layout category under data_dir.
+    categories = [Path(data_dir)] if layout is not None else find_categories(data_dir)
     references = list(references or [])
     columns = [column_name(m, f) for m in models for f in flows] + references
-    backbone = BackboneSpec(
-        overrides.get("backbone") or OFFLINE_BACKBONE, overrides.get("backbone_weights") or "offline"
-    )
+    choices = {
+        m: resolve_backbone(m, profile, overrides.get("backbone"), overrides.get("backbone_weights"))
+        for m in models
+    }
+    described = {m: BackboneSpec(c.name, c.weights).describe() for m, c in choices.items()}
+    backbones = "; ".join(f"{m}: **{text}**" for m, text in described.items())
+    notes = "".join(f"\n\nNote ({m}): {c.note}." for m, c in choices.items() if c.note)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     header = (
-        f"# Image benchmark\n\nprofile: **{profile}**; backbone: **{backbone.describe()}**; seeds: {seeds}; "
-        f"categories: {', '.join(c.name for c in categories)}; started {started}.\n"
+        f"# Image benchmark\n\nprofile: **{profile}**; backbones: {backbones}; seeds: {seeds}; "
+        f"categories: {', '.join(c.name for c in categories)}; started {started}.{notes}\n"
         "Values in %, mean ± std over seeds; best per row in bold, second underlined."
     )
 
@@ -136,7 +146,7 @@ def run_image_bench(
                         )
                     overlays = out / "overlays"
                     if seed == 0 and not any(overlays.glob(f"{category_dir.name}_{model}-{flow}_*.png")):
-                        _overlays(run_dir, category_dir, overlays)
+                        _overlays(run_dir, category_dir, overlays, layout)
                     flush()
             for name in references:
                 ref_dir = out / "runs" / category_dir.name / name / f"seed{seed}"

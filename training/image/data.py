@@ -1,5 +1,8 @@
 """MVTec AD layout categories: file lists, input geometry, and images / masks as tensors.
 
+anomalib's generic folder layout is read by :mod:`training.image.folder` into the same
+:class:`Category` (``load_category(root, layout)``).
+
 Layout (MVTec AD, VisA in MVTec layout, the shared Magnetic Tile data)::
 
     CATEGORY/train/good/*            defect-free training images
@@ -17,10 +20,14 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from training.image.folder import FolderLayout
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -45,12 +52,22 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_category(root: str | Path) -> Category:
-    """List a category in MVTec layout; a clear error names what is missing."""
+def load_category(root: str | Path, layout: FolderLayout | None = None) -> Category:
+    """List a category in MVTec layout, or in anomalib's folder ``layout`` when given.
+
+    A clear error names what is missing.
+    """
+    if layout is not None:
+        from training.image.folder import load_folder_category  # it imports this module
+
+        return load_folder_category(root, layout)
     root = Path(root)
     train_dir = root / "train" / "good"
     if not train_dir.is_dir():
-        raise FileNotFoundError(f"data: {root} is not an MVTec-layout category (no train/good folder)")
+        raise FileNotFoundError(
+            f"data: {root} is not an MVTec-layout category (no train/good folder); for anomalib's "
+            "folder layout pass --layout folder --normal-dir DIR [--abnormal-dir DIR ...]"
+        )
     train = _images(train_dir)
     if not train:
         raise FileNotFoundError(f"data: {train_dir} holds no images")

@@ -28,20 +28,32 @@ from training.image.train import GEOMETRY_STRIDE, _subsample, _test_subset, reso
 
 # timm feature modules of EfficientNet-Lite0 matching ResNet-18's layer1..layer3 (strides 4, 8, 16).
 LITE0_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
+# Feature modules per backbone (strides 4, 8, 16); the ResNets' are anomalib's PaDiM defaults.
+REFERENCE_LAYERS = {
+    "efficientnet_lite0": LITE0_LAYERS,
+    "resnet18": ("layer1", "layer2", "layer3"),
+    "wide_resnet50_2": ("layer1", "layer2", "layer3"),
+}
 # Coreset selection costs O(patches² · ratio); 0.003 keeps PatchCore to minutes on 2 CPU cores.
 PATCHCORE_SAMPLING_RATIO = {"cpu": 0.003, "paper": 0.1}
 
 
 def _build(name: str, spec: BackboneSpec, profile: str) -> nn.Module:
     """anomalib's model built without weights, then given the (offline) backbone weights."""
+    if spec.name not in REFERENCE_LAYERS:
+        raise ValueError(
+            f"backbone {spec.name!r}: PaDiM / PatchCore support {', '.join(REFERENCE_LAYERS)} "
+            "(pass --no-references)"
+        )
+    layers = list(REFERENCE_LAYERS[spec.name])
     if name == "padim":
         from anomalib.models.image.padim.torch_model import PadimModel
 
-        model = PadimModel(backbone=spec.name, layers=list(LITE0_LAYERS), pre_trained=False, n_features=100)
+        model = PadimModel(backbone=spec.name, layers=layers, pre_trained=False, n_features=100)
     elif name == "patchcore":
         from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
-        model = PatchcoreModel(layers=list(LITE0_LAYERS[1:]), backbone=spec.name, pre_trained=False)
+        model = PatchcoreModel(layers=layers[1:], backbone=spec.name, pre_trained=False)
     else:
         raise ValueError(f"reference must be padim or patchcore, got {name!r}")
     if spec.weights != "random-init":
@@ -69,7 +81,7 @@ def run_reference(
 ) -> dict[str, Any]:
     """Fit PaDiM or PatchCore on the training split; evaluate on the test images; write ``result.json``."""
     settings = resolve_settings("fastflow", profile, overrides)
-    category = load_category(data_dir)
+    category = load_category(data_dir, settings.folder_layout)
     train_paths = _subsample(category.train, settings.max_train_images, seed)
     train_paths, _ = split_train_validation(train_paths, settings.val_fraction, seed)
     input_size = settings.input_size or typical_geometry(category.train, settings.long_side, GEOMETRY_STRIDE)
