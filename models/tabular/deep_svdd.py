@@ -13,16 +13,24 @@ from torch import nn
 
 
 class BiasFreeMLP(nn.Module):
-    """``Linear(no bias) → LeakyReLU → … → Linear(no bias)`` over ``widths = [d_in, …, d_out]``."""
+    """``Linear(no bias) → LeakyReLU → … → Linear(no bias)`` over ``widths = [d_in, …, d_out]``.
 
-    def __init__(self, widths: Sequence[int], negative_slope: float = 0.01) -> None:
+    ``n_activations`` limits the LeakyReLUs to the first that many layers (default: after every
+    layer but the last); the layers after them compose linearly.
+    """
+
+    def __init__(
+        self, widths: Sequence[int], negative_slope: float = 0.01, n_activations: int | None = None
+    ) -> None:
         super().__init__()
         if len(widths) < 2:
             raise ValueError("widths needs an input and an output size")
+        hidden = len(widths) - 2
+        activations = hidden if n_activations is None else min(int(n_activations), hidden)
         layers: list[nn.Module] = []
         for index, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             layers.append(nn.Linear(n_in, n_out, bias=False))
-            if index < len(widths) - 2:
+            if index < activations:
                 layers.append(nn.LeakyReLU(negative_slope))
         self.net = nn.Sequential(*layers)
 

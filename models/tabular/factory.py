@@ -13,7 +13,7 @@ from torch import nn
 
 from models.flows import NonUSFlow, USFlow
 from models.tabular.deep_svdd import BiasFreeMLP, DeepSVDD
-from models.tabular.dohsc import DO2HSC, DOHSC, OrthogonalProjectionEncoder
+from models.tabular.dohsc import DO2HSC, DOHSC, OrthogonalProjectionEncoder, hypersphere_encoder
 from models.tabular.oneflow import OneFlow
 from models.tabular.vae_flow import VAEFlow
 
@@ -65,7 +65,7 @@ def build_detector(family: str, config: dict[str, Any]) -> nn.Module:
         return DeepSVDD(BiasFreeMLP(widths), widths[-1])
     if family in ("dohsc", "do2hsc"):
         widths = [features, *(int(w) for w in config["widths"])]
-        encoder = OrthogonalProjectionEncoder(BiasFreeMLP(widths), widths[-1])
+        encoder = OrthogonalProjectionEncoder(hypersphere_encoder(widths), widths[-1])
         cls = DOHSC if family == "dohsc" else DO2HSC
         return cls(encoder, nu=float(config["nu"]))
     if family in ("vae_usflow", "vae_nonusflow"):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from models.tabular.deep_svdd import BiasFreeMLP
+from models.tabular.dohsc import OrthogonalProjectionEncoder, init_normal
 from models.tabular.factory import TORCH_FAMILIES, build_detector
 from training.loop import FitConfig, FitResult, fit
 
@@ -29,16 +30,22 @@ class TrainingSettings:
     min_delta: float = 1e-4
     weight_decay: float = 0.0
     pretrain_epochs: int = 10  # autoencoder pretraining (Deep SVDD, DOHSC, DO2HSC)
+    pretrain_lr: float | None = None  # learning rate of the pretraining (None: ``lr``)
+    warmup_epochs: int = 20  # DO2HSC: DOHSC epochs before the radii are fixed (at most ``epochs``)
     max_seconds: float | None = None  # optional time budget per training stage
 
     def fit_config(
-        self, seed: int, epochs: int | None = None, weight_decay: float | None = None
+        self,
+        seed: int,
+        epochs: int | None = None,
+        weight_decay: float | None = None,
+        lr: float | None = None,
     ) -> FitConfig:
         """The :class:`FitConfig` for one training stage."""
         return FitConfig(
             epochs=self.epochs if epochs is None else epochs,
             batch_size=self.batch_size,
-            lr=self.lr,
+            lr=self.lr if lr is None else lr,
             weight_decay=self.weight_decay if weight_decay is None else weight_decay,
             patience=self.patience,
             min_delta=self.min_delta,
@@ -85,11 +92,16 @@ def default_config(family: str, features: int, seed: int = 0) -> dict[str, Any]:
 
 
 def default_training(family: str) -> TrainingSettings:
-    """Optimisation settings of ``family`` (paper values; Deep SVDD adds weight decay)."""
+    """Optimisation settings of ``family`` (paper values; Deep SVDD adds weight decay).
+
+    DOHSC / DO2HSC take weight decay 1e-6 and the pretraining rate 1e-3 of the original code.
+    """
     if family not in TORCH_FAMILIES:
         raise ValueError(f"unknown tabular model {family!r}; expected one of {', '.join(TORCH_FAMILIES)}")
-    if family in ("deep_svdd", "dohsc", "do2hsc"):
+    if family == "deep_svdd":
         return TrainingSettings(weight_decay=1e-6)
+    if family in ("dohsc", "do2hsc"):
+        return TrainingSettings(weight_decay=1e-6, pretrain_lr=1e-3)
     return TrainingSettings()
 
 
@@ -136,6 +148,19 @@ def _pretrain_autoencoder(
     return fit(autoencoder, x, lambda model, batch: (model(batch) - batch).pow(2).sum(1).mean(), config)
 
 
+def _pretrain_projected_autoencoder(
+    encoder: OrthogonalProjectionEncoder, x: torch.Tensor, settings: TrainingSettings, seed: int
+) -> FitResult:
+    """DOHSC's pretraining: a bias-free linear decoder on the (batch-whitened) projected codes."""
+    code_dim = encoder.projection.shape[0]
+    decoder = init_normal(nn.Linear(code_dim, x.shape[1], bias=False))
+    autoencoder = nn.Sequential(encoder, decoder)
+    config = settings.fit_config(
+        seed, epochs=settings.pretrain_epochs, weight_decay=settings.weight_decay, lr=settings.pretrain_lr
+    )
+    return fit(autoencoder, x, lambda model, batch: (model(batch) - batch).pow(2).sum(1).mean(), config)
+
+
 def fit_detector(
     family: str, x: torch.Tensor, config: dict[str, Any], settings: TrainingSettings, seed: int
 ) -> FitOutcome:
@@ -155,17 +180,22 @@ def fit_detector(
         main = fit(detector, x, lambda m, b: m.squared_distance(b).mean(), settings.fit_config(seed))
         result = _merge(pretrain, main)
     elif family in ("dohsc", "do2hsc"):
-        widths = [int(config["features"]), *config["widths"]]
-        pretrain = _pretrain_autoencoder(detector.encoder.encoder, widths, x, settings, seed)
-        detector.initialise(x)
+        pretrain = _pretrain_projected_autoencoder(detector.encoder, x, settings, seed)
+        detector.initialise(x)  # c from the pretrained encoder, fixed from here on
         if family == "do2hsc":
-            detector.eval()
+            # As in the original: DOHSC epochs first, then the shell radii from the training
+            # distances, fixed for the shell stage and for scoring.
+            warmup_config = settings.fit_config(seed, epochs=min(settings.warmup_epochs, settings.epochs))
+            warmup = fit(detector, x, lambda m, b: m.dohsc_loss(b), warmup_config)
+            pretrain = _merge(pretrain, warmup)
+            detector.encoder.freeze_projection(x)
             detector.set_radii(x)
         main = fit(detector, x, lambda m, b: m.loss(b), settings.fit_config(seed))
-        # Scoring uses the training-set projection and radii of the final encoder.
+        # Scoring uses the training-set projection of the final encoder.
         detector.eval()
         detector.encoder.freeze_projection(x)
-        detector.set_radii(x)
+        if family == "dohsc":
+            detector.set_radii(x)
         result = _merge(pretrain, main)
     else:
         raise ValueError(f"unknown tabular model {family!r}; expected one of {', '.join(TORCH_FAMILIES)}")
