@@ -7,6 +7,7 @@ the image demo trainer, then ``training.export``) on real data, once per pytest 
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import shutil
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import yaml
 
@@ -208,3 +210,21 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(f'{key}="{value}"' in line for key, value in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def post_concurrently(
+    base_url: str, path: str, payloads: list[dict[str, Any]], concurrency: int, timeout_s: float = 30.0
+) -> list[httpx.Response]:
+    """POST every JSON payload to ``base_url + path`` with up to ``concurrency`` requests in flight.
+
+    One ``httpx.AsyncClient`` on an event loop rather than one ``httpx.Client`` shared by many
+    threads: sharing a sync client's connection pool across threads raced under load in CI
+    (``ReadError: [Errno 9] Bad file descriptor`` on the client side).
+    """
+
+    async def post_all() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as client:
+            return await asyncio.gather(*(client.post(path, json=payload) for payload in payloads))
+
+    return asyncio.run(post_all())

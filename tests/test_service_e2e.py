@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from tests.service_support import (
     free_port,
     metric_value,
     model_dir,
+    post_concurrently,
     redis_url,
     tile_images,
     unique_prefix,
@@ -173,15 +173,11 @@ def test_concurrent_requests_form_batches_and_each_gets_its_own_answer(
     rows, scores, _ = tabular_reference
     before = [httpx.get(url).text for url in stack.worker_metrics]
 
-    def one(index: int) -> float:
-        response = client.post(
-            "/score/tabular", json={"model": TABULAR_MODEL, "rows": [rows[index].tolist()]}
-        )
+    payloads = [{"model": TABULAR_MODEL, "rows": [rows[i].tolist()]} for i in list(range(len(rows))) * 2]
+    responses = post_concurrently(stack.url, "/score/tabular", payloads, concurrency=64)
+    for response in responses:
         assert response.status_code == 200, response.text
-        return response.json()["results"][0]["score"]
-
-    with httpx.Client(base_url=stack.url, timeout=30) as client, ThreadPoolExecutor(64) as pool:
-        served = list(pool.map(one, list(range(len(rows))) * 2))
+    served = [response.json()["results"][0]["score"] for response in responses]
     np.testing.assert_allclose(served, np.concatenate([scores, scores]), rtol=1e-5)
     after = [httpx.get(url).text for url in stack.worker_metrics]
     rows_scored = sum(

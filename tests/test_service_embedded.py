@@ -11,7 +11,6 @@ import json
 import shutil
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -29,6 +28,7 @@ from tests.service_support import (
     free_port,
     metric_value,
     model_dir,
+    post_concurrently,
     tile_images,
     wait_until,
 )
@@ -88,16 +88,9 @@ def test_embedded_image_answers_equal_onnx_runtime(embedded) -> None:
 def test_embedded_mode_batches_concurrent_requests(embedded) -> None:
     url, _ = embedded
     _, rows = cardio_rows()
-    with httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(32) as pool:
-        statuses = list(
-            pool.map(
-                lambda row: (
-                    client.post("/score/tabular", json={"model": TABULAR_MODEL, "rows": [row]}).status_code
-                ),
-                rows.tolist(),
-            )
-        )
-    assert statuses == [200] * len(rows)
+    payloads = [{"model": TABULAR_MODEL, "rows": [row]} for row in rows.tolist()]
+    responses = post_concurrently(url, "/score/tabular", payloads, concurrency=32)
+    assert [r.status_code for r in responses] == [200] * len(rows)
     text = httpx.get(f"{url}/metrics").text
     total = metric_value(text, "usfad_batch_size_sum", model=TABULAR_MODEL)
     count = metric_value(text, "usfad_batch_size_count", model=TABULAR_MODEL)
