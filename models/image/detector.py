@@ -61,3 +61,29 @@ class DetectorMixin:
 
     def backbone_module(self) -> nn.Module:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+class LatentMapDetector(DetectorMixin):
+    """A detector whose anomalib head maps latents to the anomaly map (FastFlow, U-Flow).
+
+    Subclasses define ``latents(features) -> (latents per scale, log|det J|)``, where the log-det
+    is one tensor per image or one per scale (summed for the NLL), and have anomalib's
+    ``criterion(latents, log_det)`` and ``anomaly_map_generator(latents)``.
+    """
+
+    def latents(
+        self, features: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], torch.Tensor | list[torch.Tensor]]:
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def loss(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """anomalib's loss of the family on the latents and log-dets."""
+        latents, log_jacobian = self.latents(features)
+        return self.criterion(latents, log_jacobian)  # type: ignore[attr-defined]
+
+    def predict(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """anomalib's anomaly map, its maximum as score, :func:`gaussian_nll_per_dim` as nll."""
+        latents, log_jacobian = self.latents(features)
+        anomaly_map = self.anomaly_map_generator(latents)  # type: ignore[attr-defined]
+        total = log_jacobian if isinstance(log_jacobian, torch.Tensor) else sum(log_jacobian)
+        return image_score(anomaly_map), gaussian_nll_per_dim(latents, total), anomaly_map

@@ -21,15 +21,16 @@ from FrEIA.framework import SequenceINN
 from torch import nn
 
 from models.image.backbone import BackboneSpec, create_feature_extractor
-from models.image.detector import DetectorMixin, gaussian_nll_per_dim, image_score
+from models.image.detector import LatentMapDetector
 from models.image.flow_blocks import block_for
 
 
-class USFastflowModel(DetectorMixin, FastflowModel):
+class USFastflowModel(LatentMapDetector, FastflowModel):
     """FastFlow: per scale, 2D flow of ``flow_steps`` blocks alternating 3×3 and 1×1 subnets.
 
     Anomaly map: anomalib's (``-mean_s upsample(exp(-½ mean_c z²))``); score: its maximum;
-    nll: :func:`gaussian_nll_per_dim` over all scales.
+    nll: :func:`gaussian_nll_per_dim` over all scales. Loss: anomalib's
+    ``mean_n Σ_s (½‖z_s‖² − log|det J_s|)``.
     """
 
     def __init__(
@@ -82,14 +83,3 @@ class USFastflowModel(DetectorMixin, FastflowModel):
             latents.append(z)
             jacobians.append(jacobian)
         return latents, jacobians
-
-    def loss(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """anomalib's FastFlow loss: ``mean_n Σ_s (½‖z_s‖² − log|det J_s|)``."""
-        latents, jacobians = self.latents(features)
-        return self.criterion(latents, jacobians)
-
-    def predict(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        latents, jacobians = self.latents(features)
-        anomaly_map = self.anomaly_map_generator(latents)
-        score = image_score(anomaly_map)
-        return score, gaussian_nll_per_dim(latents, sum(jacobians)), anomaly_map

@@ -21,7 +21,7 @@ from anomalib.models.image.uflow.torch_model import AffineCouplingSubnet, UflowM
 from torch import nn
 
 from models.image.backbone import MCAIT, BackboneSpec, create_feature_extractor
-from models.image.detector import DetectorMixin, gaussian_nll_per_dim, image_score
+from models.image.detector import LatentMapDetector
 from models.image.flow_blocks import block_for
 from models.image.mcait import OfflineMCaitFeatureExtractor, check_mcait_input_size
 
@@ -54,11 +54,12 @@ class OfflineLayerNormExtractor(nn.Module):
         return self.normalize_features(self.extract_features(images))
 
 
-class USUflowModel(DetectorMixin, UflowModel):
+class USUflowModel(LatentMapDetector, UflowModel):
     """U-Flow: a U-shaped multi-scale flow, ``flow_steps`` blocks per scale (3×3 / 1×1 subnets).
 
     Anomaly map: anomalib's (``1 − mean_s upsample(exp(−½ mean_c z²))``); score: its maximum;
-    nll: :func:`gaussian_nll_per_dim` over all output scales.
+    nll: :func:`gaussian_nll_per_dim` over all output scales. Loss: anomalib's
+    ``mean_n (Σ_s ½‖z_s‖² − log|det J|)``.
     """
 
     def __init__(
@@ -123,14 +124,3 @@ class USUflowModel(DetectorMixin, UflowModel):
     def latents(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Latents per output scale and the total ``log|det J|`` per image."""
         return self.encode(self.feature_extractor.normalize_features(features))
-
-    def loss(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """anomalib's U-Flow loss ``mean_n (Σ_s ½‖z_s‖² − log|det J|)``."""
-        latents, log_jacobian = self.latents(features)
-        return self.criterion(latents, log_jacobian)
-
-    def predict(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        latents, log_jacobian = self.latents(features)
-        anomaly_map = self.anomaly_map_generator(latents)
-        score = image_score(anomaly_map)
-        return score, gaussian_nll_per_dim(latents, log_jacobian), anomaly_map
