@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from tests.conftest import CARDIO_FILE as CARDIO
+from tests.conftest import MAGNETIC_TILE_DIR as MAGNETIC_TILE
 from training.tabular.data import load_npz, one_class_split
 from training.tabular.train import train_tabular_run
 
-CARDIO = "adbench/6_cardio.npz"
 TRAIN_ROWS = 300
 
 # Tiny architectures and 2 epochs: the tests check export, not detection quality.
@@ -72,7 +73,6 @@ def train_tiny_tabular(split: CardioSplit, family: str, run_dir: Path) -> Path:
     )
 
 
-MAGNETIC_TILE = "images/magnetic_tile"
 IMAGE_SIZE = (64, 64)
 # Tiny image runs: 8 training tiles at 64×64, 2 epochs on cached features of the offline backbone.
 TINY_IMAGE: dict[str, Any] = {

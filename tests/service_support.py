@@ -26,10 +26,9 @@ import httpx
 import numpy as np
 import yaml
 
+from tests.conftest import CARDIO_FILE, MAGNETIC_TILE_DIR, data_path
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-CARDIO = SHARED_DATA / "adbench" / "6_cardio.npz"
-TILE_DIR = SHARED_DATA / "images" / "magnetic_tile"
 TABULAR_MODEL = "cardio-usflow"
 IMAGE_MODEL = "tile-image"
 REDIS_TEST_DB = 9
@@ -48,7 +47,7 @@ def _cache_root() -> Path:
 
 def cardio_rows() -> tuple[np.ndarray, np.ndarray]:
     """Real cardio rows: (300 normal training rows, 64 held-out test rows of both classes), float32."""
-    with np.load(CARDIO) as data:
+    with np.load(data_path(CARDIO_FILE)) as data:
         x, y = data["X"].astype(np.float64), data["y"].ravel()
     rng = np.random.default_rng(0)
     normal, anomalous = rng.permutation(np.flatnonzero(y == 0)), np.flatnonzero(y == 1)
@@ -68,8 +67,10 @@ def model_dir() -> Path:
     torch.set_num_threads(1)
     root = _cache_root()
     train, _ = cardio_rows()
+    source = str(data_path(CARDIO_FILE))
+    overrides = dict(TINY_FLOW)
     run = train_tabular_run(
-        train, "usflow", root / "runs" / TABULAR_MODEL, overrides=dict(TINY_FLOW), source=str(CARDIO)
+        train, "usflow", root / "runs" / TABULAR_MODEL, overrides=overrides, source=source
     )
     bundles = root / "bundles"
     export_bundle(run, bundles / TABULAR_MODEL, ("onnx",), TABULAR_MODEL)
@@ -85,7 +86,7 @@ def _train_tiny_image_run(out_dir: Path) -> Path:
     from training.image.train import train_image_run
 
     return train_image_run(
-        TILE_DIR,
+        data_path(MAGNETIC_TILE_DIR),
         "fastflow",
         "usf",
         out_dir,
@@ -99,7 +100,7 @@ def _train_tiny_image_run(out_dir: Path) -> Path:
 
 def tile_images(count: int) -> list[Path]:
     """Real magnetic-tile test images: defective ones first, then good ones."""
-    test = TILE_DIR / "test"
+    test = data_path(MAGNETIC_TILE_DIR) / "test"
     defects = sorted(
         p for folder in sorted(test.iterdir()) if folder.name != "good" for p in folder.glob("*.jpg")
     )

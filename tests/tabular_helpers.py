@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import CARDIO_FILE
 from training.tabular.data import TabularData, load_npz
 
 TINY_FLOW = {"epochs": 6, "hidden": [32, 32], "n_blocks": 2}
@@ -16,7 +17,7 @@ TINY = {"epochs": 6, "pretrain_epochs": 3}
 
 def cardio(shared_data: Path) -> TabularData:
     """ADBench ``6_cardio`` (1831 rows, 21 features, 176 anomalies)."""
-    return load_npz(shared_data / "adbench" / "6_cardio.npz")
+    return load_npz(shared_data / CARDIO_FILE)
 
 
 def write_subset(source: Path, target: Path, rows: int, seed: int = 0) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.image_support import MAGNETIC_TILE, TINY_SIZE
+from tests.image_support import TINY_SIZE, magnetic_tile
 
 pytestmark = pytest.mark.image
 
@@ -51,7 +51,7 @@ def test_paper_run_without_weights_logs_and_records_the_fallback(
 
     with caplog.at_level(logging.WARNING, logger="usfad.train.image"):
         run_dir = train_image_run(
-            MAGNETIC_TILE,
+            magnetic_tile(),
             "fastflow",
             "usf",
             tmp_path / "run",

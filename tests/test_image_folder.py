@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.image_support import MAGNETIC_TILE
+from tests.image_support import magnetic_tile
 
 pytestmark = pytest.mark.image
 
@@ -21,14 +21,14 @@ def folder_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real Magnetic Tile images copied into anomalib's folder layout; masks named like their image."""
     root = tmp_path_factory.mktemp("folder_layout") / "tiles"
     (root / "good").mkdir(parents=True)
-    for path in sorted((MAGNETIC_TILE / "train" / "good").iterdir())[:N_NORMAL]:
+    for path in sorted((magnetic_tile() / "train" / "good").iterdir())[:N_NORMAL]:
         shutil.copy(path, root / "good" / path.name)
     for defect in DEFECTS:
         (root / "defect" / defect).mkdir(parents=True)
         (root / "mask" / defect).mkdir(parents=True)
-        for path in sorted((MAGNETIC_TILE / "test" / defect).iterdir())[:N_PER_DEFECT]:
+        for path in sorted((magnetic_tile() / "test" / defect).iterdir())[:N_PER_DEFECT]:
             shutil.copy(path, root / "defect" / defect / path.name)
-            mask = MAGNETIC_TILE / "ground_truth" / defect / f"{path.stem}_mask.png"
+            mask = magnetic_tile() / "ground_truth" / defect / f"{path.stem}_mask.png"
             shutil.copy(mask, root / "mask" / defect / f"{path.stem}.png")
     return root
 
@@ -89,7 +89,7 @@ def test_normal_test_dir_replaces_the_split(folder_root: Path, tmp_path: Path) -
     root = tmp_path / "tiles"
     shutil.copytree(folder_root, root)
     (root / "good_test").mkdir()
-    for path in sorted((MAGNETIC_TILE / "test" / "good").iterdir())[:4]:
+    for path in sorted((magnetic_tile() / "test" / "good").iterdir())[:4]:
         shutil.copy(path, root / "good_test" / path.name)
     category = load_category(root, _layout(mask_dirs=(), normal_test_dir=str(root / "good_test")))
     assert len(category.train) == N_NORMAL  # every normal image trains

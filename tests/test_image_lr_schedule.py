@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.image_support import MAGNETIC_TILE, TINY_SIZE
+from tests.image_support import TINY_SIZE, magnetic_tile
 
 pytestmark = pytest.mark.image
 
@@ -55,7 +55,7 @@ def test_uflow_runs_with_anomalibs_decay_and_records_it(tmp_path) -> None:  # no
         assert resolve_settings("cflow", profile, {}).lr_schedule is None
 
     run_dir = train_image_run(
-        MAGNETIC_TILE,
+        magnetic_tile(),
         "uflow",
         "usf",
         tmp_path / "uflow",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.image_support import MAGNETIC_TILE, TINY_SIZE
+from tests.image_support import TINY_SIZE, magnetic_tile
 
 pytestmark = pytest.mark.image
 
@@ -20,7 +20,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("image_run") / "fastflow-usf"
     return train_image_run(
-        MAGNETIC_TILE,
+        magnetic_tile(),
         "fastflow",
         "usf",
         out,
@@ -109,7 +109,7 @@ def test_cli_reports_bad_input_by_field(tmp_path: Path, capsys: pytest.CaptureFi
             "train",
             "image",
             "--data",
-            str(MAGNETIC_TILE),
+            str(magnetic_tile()),
             "--model",
             "fastflow",
             "--flow",

@@ -12,10 +12,9 @@ from PIL import Image
 
 from service.errors import InputError
 from service.images import decode_image, heatmap_png, resize_for_model, resize_map
-from tests.service_support import SHARED_DATA
+from tests.conftest import MAGNETIC_TILE_DIR, data_path
 
 pytestmark = pytest.mark.timeout(60)
-TILE_DIR = SHARED_DATA / "images" / "magnetic_tile"
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -47,7 +46,7 @@ def png_header_only(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def tile() -> Image.Image:
     """A real magnetic-tile image (first training image)."""
-    path = sorted((TILE_DIR / "train" / "good").iterdir())[0]
+    path = sorted((data_path(MAGNETIC_TILE_DIR) / "train" / "good").iterdir())[0]
     return Image.open(path).convert("RGB")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import CARDIO_FILE, GLASS_FILE
 from tests.tabular_helpers import TINY_FLOW, single_torch_thread, write_subset  # noqa: F401
 from training.cli import main
 from training.tabular.bench import BenchSettings, read_results, run_benchmark
@@ -16,8 +17,8 @@ from training.tabular.report import write_report
 @pytest.fixture(scope="module")
 def data_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("adbench_subset")
-    write_subset(shared_data / "adbench" / "6_cardio.npz", folder / "6_cardio.npz", rows=400)
-    write_subset(shared_data / "adbench" / "14_glass.npz", folder / "14_glass.npz", rows=214)
+    write_subset(shared_data / CARDIO_FILE, folder / "6_cardio.npz", rows=400)
+    write_subset(shared_data / GLASS_FILE, folder / "14_glass.npz", rows=214)
     return folder
 
 
