@@ -24,6 +24,62 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+# One runnable example per command, shown at the end of its ``--help`` (data paths are the
+# default USFAD_DATA_DIR layout, ../shared/data beside the repository).
+EXAMPLES: dict[str, str] = {
+    "": "usfad serve --demo",
+    "train": "usfad train tabular --data ../shared/data/adbench/6_cardio.npz --out runs/cardio-usflow",
+    "train tabular": "usfad train tabular --data ../shared/data/adbench/6_cardio.npz --model usflow "
+    "--out runs/cardio-usflow --set epochs=20",
+    "train image": "usfad train image --data ../shared/data/images/magnetic_tile --model fastflow --flow usf "
+    "--out runs/tile-ff --epochs 3 --max-train-images 64",
+    "bench": "usfad bench tabular --data-dir ../shared/data/adbench --datasets 6_cardio --seeds 1 "
+    "--out bench-tabular",
+    "bench tabular": "usfad bench tabular --data-dir ../shared/data/adbench --datasets 6_cardio,29_Pima "
+    "--models usflow,knn --seeds 1 --out bench-tabular",
+    "bench image": "usfad bench image --data-dir ../shared/data/images --seeds 3 --out bench-image",
+    "bench export": "usfad bench export --output bench-export.json",
+    "bench serve": "usfad bench serve --model-dir ~/.cache/usfad/demo/bundles --model demo-tabular "
+    "--spawn embedded",
+    "experiment": "usfad experiment alignment --dims 2,4 --configs 2 --samples 400 --epochs 3 "
+    "--out runs/alignment-smoke",
+    "experiment alignment": "usfad experiment alignment --dims 2,4 --configs 2 --samples 400 --epochs 3 "
+    "--out runs/alignment-smoke",
+    "export": "usfad export runs/cardio-usflow --out bundles/cardio-usflow",
+    "score": "usfad score bundles/cardio-usflow --input ../shared/data/adbench/6_cardio.npz "
+    "--output scores.csv",
+    "serve": "usfad serve --model-dir bundles",
+    "worker": "usfad worker --redis-url redis://127.0.0.1:6379/0 --model-dir bundles",
+}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that an ``example:`` epilog keeps its lines (copy-pasteable)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def commands(parser: argparse.ArgumentParser, path: str = "") -> dict[str, argparse.ArgumentParser]:
+    """Every (sub)command parser by its path, e.g. ``"bench tabular"``; ``""`` is ``usfad`` itself."""
+    found = {path: parser}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found.update(commands(child, f"{path} {name}".strip()))
+    return found
+
+
+def _add_examples(parser: argparse.ArgumentParser) -> None:
+    """Give every command an ``example:`` epilog (unless its module set its own epilog)."""
+    for path, command in commands(parser).items():
+        command.formatter_class = _HelpFormatter
+        if command.epilog is None and path in EXAMPLES:
+            command.epilog = f"example:\n  {EXAMPLES[path]}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``usfad`` parser with every command registered."""
     parser = argparse.ArgumentParser(
@@ -41,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         groups[name] = group_parser.add_subparsers(dest=f"{name}_command", metavar="KIND", required=True)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(groups)
+    _add_examples(parser)
     return parser
 
 
@@ -51,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.error("no command given")
-    result = handler(args)
+    from training import progress
+
+    with progress.enabled():
+        result = handler(args)
     return int(result or 0)
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from training import progress
+
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
@@ -127,6 +129,7 @@ def fit(
     epochs_without_improvement = 0
     started = time.perf_counter()
     model.train()
+    epochs_bar = progress.bar(config.epochs, "fit", unit="epoch", leave=False)
     for epoch in range(config.epochs):
         total, count = 0.0, 0
         for batch in _batches(train, config.batch_size, generator):
@@ -155,6 +158,9 @@ def fit(
         result.lr_history.append(float(optimizer.param_groups[0]["lr"]))
         if on_epoch is not None:
             on_epoch(epoch + 1, train_loss, val_loss)
+        epochs_bar.update(1)
+        shown = f"loss {train_loss:.4g}" + (f", val {val_loss:.4g}" if val_loss is not None else "")
+        epochs_bar.set_postfix_str(shown, refresh=False)
         monitored = val_loss if (config.monitor == "val" and val_loss is not None) else train_loss
         if not math.isfinite(monitored):
             result.failed, result.stop_reason = True, f"non-finite loss at epoch {epoch + 1}"
@@ -174,6 +180,7 @@ def fit(
         if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
             result.stop_reason = f"time budget of {config.max_seconds:g}s reached"
             break
+    epochs_bar.close()
     if not result.failed:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started

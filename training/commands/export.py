@@ -64,10 +64,12 @@ def _fail(message: str) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Handler of ``usfad export``."""
+    from training import progress
     from training.export.writer import ExportError, export_bundle
 
     try:
-        manifest = export_bundle(args.run_dir, args.out, args.format, args.name, args.overwrite)
+        with progress.elapsed(f"export {args.run_dir} (trace, ONNX, parity check)"):
+            manifest = export_bundle(args.run_dir, args.out, args.format, args.name, args.overwrite)
     except (ExportError, FileNotFoundError) as error:
         return _fail(str(error))
     files = ", ".join(manifest["files"])

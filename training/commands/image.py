@@ -212,10 +212,12 @@ def _train(args: argparse.Namespace) -> int:
     run = read_run(run_dir)
     fit, metrics = run["fit"], run["metrics"]
     shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float))
-    print(f"{run_dir}: {run['family']}-{run['flow']} on {run['backbone']} [{run['profile']} profile]")
     if run.get("backbone_note"):
-        print(f"  note: {run['backbone_note']}")
-    print(f"  stopped after {fit['epochs_run']} epochs ({fit['stop_reason']}); {shown}")
+        print(f"note: {run['backbone_note']}")
+    print(
+        f"saved {run_dir}: {run['family']}-{run['flow']} on {run['backbone']} [{run['profile']} profile], "
+        f"{fit['epochs_run']} epochs ({fit['stop_reason']}); {shown}"
+    )
     return 1 if fit["failed"] else 0
 
 
@@ -239,7 +241,7 @@ def _bench(args: argparse.Namespace) -> int:
         profile=_default_profile(args),
         **_overrides(args),
     )
-    print(f"wrote {out / 'results.csv'}, {out / 'tables.md'}, {out / 'ablation.png'} and overlays/")
+    print(f"wrote {out}: results.csv, tables.md, ablation.png, overlays/ (runs/ holds every run directory)")
     return 0
 
 

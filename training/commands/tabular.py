@@ -149,6 +149,7 @@ def bench_handler(args: argparse.Namespace) -> int:
     if not args.report_only and args.data_dir is None:
         print("error: --data-dir is required (unless --report-only)", file=sys.stderr)
         return 2
+    outputs = "results*.csv, summary.md, summary.csv, per_dataset_auc.csv, boxplot_auc.png, pairwise_wins.png"
     try:
         if not args.report_only:
             files = list_datasets(args.data_dir)
@@ -170,4 +171,5 @@ def bench_handler(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    print(f"wrote {args.out}: {outputs}")
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from training import progress
 from training.export.runners import EagerRunner, OnnxRunner, TorchScriptRunner
 from training.export.timing import compare_throughput, median_rate, median_ratio
 from training.export.writer import export_bundle
@@ -106,6 +107,8 @@ def measure(args: argparse.Namespace, models: list[dict[str, Any]], batches: lis
     Rates are medians over rounds; ratios are medians of the per-round ratios.
     """
     onnx_runners = {m["label"]: OnnxRunner(m["bundle"] / "model.onnx", threads=args.threads) for m in models}
+    pairs = _flow_pairs(models)
+    timing_bar = progress.bar((len(models) + len(pairs)) * len(batches), "bench export: timing", unit="case")
     engines = []
     for model in models:
         scorer, _ = load_scorer(model["run"])
@@ -119,13 +122,13 @@ def measure(args: argparse.Namespace, models: list[dict[str, Any]], batches: lis
             row = {"model": model["label"], "batch": batch, **{k: median_rate(v) for k, v in samples.items()}}
             row["ort_over_eager"] = median_ratio(samples["onnxruntime"], samples["eager"])
             engines.append(row)
-            print(
+            progress.write(
                 f"  {model['label']:<16} batch {batch:>3}: eager {row['eager']:>10.1f}/s, "
-                f"onnxruntime {row['onnxruntime']:>10.1f}/s ({row['ort_over_eager']:.2f}x)",
-                flush=True,
+                f"onnxruntime {row['onnxruntime']:>10.1f}/s ({row['ort_over_eager']:.2f}x)"
             )
+            timing_bar.update(1)
     variants = []
-    for usf_label, affine_label in _flow_pairs(models):
+    for usf_label, affine_label in pairs:
         usf = next(m for m in models if m["label"] == usf_label)
         for batch in batches:
             samples = compare_throughput(
@@ -144,6 +147,8 @@ def measure(args: argparse.Namespace, models: list[dict[str, Any]], batches: lis
                     "usf_over_affine": median_ratio(samples["usf"], samples["affine"]),
                 }
             )
+            timing_bar.update(1)
+    timing_bar.close()
     return {"engines": engines, "variants": variants}
 
 
@@ -220,4 +225,6 @@ def run_export_bench(args: argparse.Namespace) -> int:
     print(format_tables(results, args.threads))
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=2))
+    kept = f"runs and bundles in {args.work_dir}" if args.work_dir else "runs and bundles were temporary"
+    print(f"results: the tables above; JSON in {args.output or '(none: pass --output FILE.json)'}; {kept}")
     return 0

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from models.image.backbone import MCAIT, BackboneSpec
+from training import progress
 from training.image.backbone_choice import resolve_backbone
 from training.image.data import find_categories
 from training.image.folder import FolderLayout
@@ -132,6 +133,7 @@ def run_image_bench(
         frame.to_csv(out / "results.csv", index=False)
         write_tables(frame, columns, header, out / "tables.md")
 
+    grid_bar = progress.bar(seeds * len(categories) * len(columns), "bench image", unit="run")
     for seed in range(seeds):
         for category_dir in categories:
             for model in models:
@@ -148,6 +150,7 @@ def run_image_bench(
                     if seed == 0 and not any(overlays.glob(f"{category_dir.name}_{model}-{flow}_*.png")):
                         _overlays(run_dir, category_dir, overlays, layout)
                     flush()
+                    grid_bar.update(1)
             for name in references:
                 ref_dir = out / "runs" / category_dir.name / name / f"seed{seed}"
                 if report_only and not (ref_dir / "result.json").is_file():
@@ -156,5 +159,7 @@ def run_image_bench(
                     logger.info("fitting reference %s on %s seed %d", name, category_dir.name, seed)
                     run_reference(category_dir, name, ref_dir, profile=profile, seed=seed, **overrides)
                 flush()
+                grid_bar.update(1)
+    grid_bar.close()
     ablation_plot(collect_results(out), models, out / "ablation.png")
     return out

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from training import progress
 from training.tabular.classical import CLASSICAL_MODELS
 from training.tabular.data import Standardizer, TabularData, load_npz, one_class_split
 
@@ -214,7 +215,7 @@ def _check_or_write_settings(out: Path, settings: BenchSettings) -> None:
 def run_benchmark(
     settings: BenchSettings,
     out_dir: str | Path,
-    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    log: Callable[[str], None] = progress.write,
     shard: tuple[int, int] | None = None,
 ) -> Path:
     """Run every missing (dataset, model, seed) row; returns the results CSV path.
@@ -251,6 +252,7 @@ def run_benchmark(
             writer.writeheader()
         prepared_key: tuple[str, int] | None = None
         prepared: PreparedSplit | None = None
+        grid_bar = progress.bar(len(todo), "bench tabular", unit="run")
         for index, (seed, name, model) in enumerate(todo, start=1):
             if name not in cache:
                 cache.clear()
@@ -283,6 +285,8 @@ def run_benchmark(
                 f"[{index}/{len(todo)}] seed={seed} {name} {model}: {status} "
                 f"({row.get('train_seconds', 0.0):.1f}s, eta {eta / 60:.1f} min)"
             )
+            grid_bar.update(1)
+        grid_bar.close()
     return results_path
 
 
