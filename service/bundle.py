@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from service.contract import ONNX_FILE
 from service.errors import BundleError, InputError
 from service.inputs import validate_image_batch, validate_tabular_rows
-from service.manifest import ONNX_FILE, Manifest, read_manifest, validate_model_name, verify_files
+from service.manifest import Manifest, read_manifest, validate_model_name, verify_files
 
 __all__ = [
     "Bundle",

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from service.contract import is_valid_name
 from service.errors import BundleError, InputError, ModelNotFound
 from service.manifest import (
-    MODEL_NAME_PATTERN,
     Manifest,
     bundle_signature,
     read_manifest,
@@ -34,11 +34,7 @@ def bundle_dirs(model_dir: Path) -> dict[str, Path]:
         return {}
     found = {}
     for path in sorted(model_dir.iterdir()):
-        if (
-            MODEL_NAME_PATTERN.fullmatch(path.name)
-            and ".." not in path.name
-            and (path / "manifest.json").is_file()
-        ):
+        if is_valid_name(path.name) and (path / "manifest.json").is_file():
             found[path.name] = path
     return found
 

@@ -1,64 +1,66 @@
-"""The bundle manifest (``manifest.json``): what a bundle is, where it came from, its checksums."""
+"""Build the bundle manifest (``manifest.json``) from a run; the rules are ``service.contract``'s.
+
+``build_manifest`` checks its result with the loader's own ``check_manifest`` before it
+returns, so an export that succeeds always loads (docs/contracts.md).
+"""
 
 from __future__ import annotations
 
-import hashlib
-import re
-from pathlib import Path
 from typing import Any
 
-MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-TABULAR_OUTPUTS = ("score", "nll")
-IMAGE_OUTPUTS = ("score", "nll", "anomaly_map")
-DEFAULT_IMAGE_RESIZE = "bilinear"
+from service.contract import (
+    DEFAULT_IMAGE_RESIZE,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    NAME_RULE,
+    ContractError,
+    RunRecord,
+    bundle_version,
+    check_manifest,
+    is_valid_name,
+    output_names,
+    sha256_file,
+)
+
+__all__ = [
+    "MANIFEST_FILE",
+    "assemble_manifest",
+    "build_manifest",
+    "input_spec",
+    "output_names",
+    "sha256_file",
+    "validate_name",
+]
 
 
 def validate_name(name: str) -> str:
-    """Return ``name`` if it matches ``^[a-z0-9][a-z0-9._-]{0,63}$``, else raise ``ValueError``."""
-    if not NAME_PATTERN.fullmatch(name):
-        raise ValueError(
-            f"name {name!r} is not a valid bundle name: use 1-64 characters from a-z, 0-9, '.', '_', '-', "
-            "starting with a letter or digit"
-        )
+    """Return ``name`` if the loader accepts it as a model name, else raise ``ContractError``.
+
+    >>> validate_name("cardio-usflow")
+    'cardio-usflow'
+    >>> validate_name("cardio..v2")
+    Traceback (most recent call last):
+    ...
+    service.contract.ContractError: name 'cardio..v2' is not a valid bundle name: use 1-64 ...
+    """
+    if not is_valid_name(name):
+        raise ContractError(f"name {name!r} is not a valid bundle name: {NAME_RULE}")
     return name
 
 
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _run_dict(run: RunRecord | dict[str, Any]) -> dict[str, Any]:
+    return run.to_json() if isinstance(run, RunRecord) else run
 
 
-def bundle_version(created: str, primary_sha256: str) -> str:
-    """``<created, ':' → '-'>-<first 8 hex of the model file's sha256>``.
-
-    E.g. ``2026-11-29T05-00-00Z-1a2b3c4d``.
-    """
-    return f"{created.replace(':', '-')}-{primary_sha256[:8]}"
-
-
-def output_names(kind: str) -> tuple[str, ...]:
-    """Graph output names of a bundle of ``kind`` (``tabular`` or ``image``)."""
-    if kind == "tabular":
-        return TABULAR_OUTPUTS
-    if kind == "image":
-        return IMAGE_OUTPUTS
-    raise ValueError(f"run kind must be 'tabular' or 'image', got {kind!r}")
-
-
-def input_spec(run: dict[str, Any]) -> dict[str, Any]:
+def input_spec(run: RunRecord | dict[str, Any]) -> dict[str, Any]:
     """The manifest's ``input`` entry from a run's ``kind`` and ``input`` (docs/contracts.md)."""
+    run = _run_dict(run)
     spec = run.get("input") or {}
     if run["kind"] == "tabular":
         features = int(spec["features"])
         names = list(spec.get("feature_names") or [f"f{i}" for i in range(features)])
         if len(names) != features:
-            raise ValueError(f"run.json input: {len(names)} feature_names for {features} features")
+            raise ContractError(f"run.json input: {len(names)} feature_names for {features} features")
         return {"name": "input", "dtype": "float32", "features": features, "feature_names": names}
     return {
         "name": "input",
@@ -72,8 +74,9 @@ def input_spec(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def output_spec(run: dict[str, Any]) -> list[dict[str, Any]]:
+def output_spec(run: RunRecord | dict[str, Any]) -> list[dict[str, Any]]:
     """The manifest's ``outputs``: per-row ``score`` and ``nll`` (+ ``anomaly_map`` N×1×H×W)."""
+    run = _run_dict(run)
     outputs: list[dict[str, Any]] = [{"name": "score", "shape": ["N"]}, {"name": "nll", "shape": ["N"]}]
     if run["kind"] == "image":
         spec = run["input"]
@@ -82,7 +85,7 @@ def output_spec(run: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def build_manifest(
-    run: dict[str, Any],
+    run: RunRecord | dict[str, Any],
     name: str,
     files: dict[str, str],
     created: str,
@@ -94,12 +97,29 @@ def build_manifest(
     ``parity`` records the export-time comparison of the files with eager PyTorch.
 
     The version's hash part comes from ``model.onnx`` (or ``model.pt`` for a TorchScript-only
-    bundle), so two exports of different graphs never share a version.
+    bundle), so two exports of different graphs never share a version. Raises
+    ``ContractError`` for anything the loader would refuse (e.g. repeated feature names).
     """
+    validate_name(name)
+    manifest = assemble_manifest(run, name, files, created, opset, parity)
+    check_manifest(manifest)
+    return manifest
+
+
+def assemble_manifest(
+    run: RunRecord | dict[str, Any],
+    name: str,
+    files: dict[str, str],
+    created: str,
+    opset: int | None,
+    parity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest's keys from ``run``, unchecked (:func:`build_manifest` checks them)."""
+    run = _run_dict(run)
     primary = files.get("model.onnx") or files["model.pt"]
     return {
         "format_version": FORMAT_VERSION,
-        "name": validate_name(name),
+        "name": name,
         "version": bundle_version(created, primary),
         "kind": run["kind"],
         "family": run["family"],

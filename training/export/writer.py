@@ -17,8 +17,16 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from service.contract import ContractError, check_input, check_threshold
 from training.export.graphs import ONNX_OPSET, export_onnx, save_torchscript, trace_scorer
-from training.export.manifest import MANIFEST_FILE, build_manifest, output_names, sha256_file, validate_name
+from training.export.manifest import (
+    MANIFEST_FILE,
+    build_manifest,
+    input_spec,
+    output_names,
+    sha256_file,
+    validate_name,
+)
 from training.export.parity import EXPORT_CHECK_SLACK, compare_outputs, parity_failures, typical_magnitude
 from training.export.probes import probe_input
 from training.export.runners import EagerRunner, OnnxRunner, TorchScriptRunner
@@ -69,6 +77,11 @@ def check_exportable(run: dict[str, Any], run_dir: str | Path) -> None:
     threshold = run.get("threshold")
     if not isinstance(threshold, dict) or not isinstance(threshold.get("score"), int | float):
         raise ExportError(f"{run_dir}/run.json: threshold.score is missing; the bundle needs a threshold")
+    try:  # the loader's own checks (service.contract), before any graph is traced
+        check_input({"kind": kind, "input": input_spec(run)})
+        check_threshold(run)
+    except (ContractError, TypeError, ValueError) as error:
+        raise ExportError(f"{run_dir}/run.json: {error}") from error
     if (run.get("fit") or {}).get("failed"):
         raise ExportError(f"{run_dir}: training failed (non-finite loss); retrain before exporting")
 
@@ -167,7 +180,11 @@ def export_bundle(
         parity = _check_parity(scorer, run, staging, formats)
         files = {FORMAT_FILES[fmt]: sha256_file(staging / FORMAT_FILES[fmt]) for fmt in formats}
         opset = ONNX_OPSET if "onnx" in formats else None
-        manifest = build_manifest(run, bundle_name, files, utc_now(), opset, parity)
+        try:
+            manifest = build_manifest(run, bundle_name, files, utc_now(), opset, parity)
+        except ContractError as error:
+            # The loader would refuse this bundle; never write it.
+            raise ExportError(f"{run_dir}: {error}") from error
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         staging.chmod(0o755)  # mkdtemp makes it owner-only; the service may run as another user
         if out.exists():

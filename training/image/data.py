@@ -18,38 +18,14 @@ and arbitrary names.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
-if TYPE_CHECKING:
-    from training.image.folder import FolderLayout
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-@dataclass
-class Category:
-    """The files of one category."""
-
-    root: Path
-    train: list[Path]
-    test: list[Path]
-    test_labels: list[int]  # 1 = defective
-    test_masks: list[Path | None]  # None for good images (and defects without a mask file)
-
-    @property
-    def name(self) -> str:
-        """The category's folder name."""
-        return self.root.name
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+from training.image.category import Category, list_images
+from training.image.folder import FolderLayout, load_folder_category
 
 
 def load_category(root: str | Path, layout: FolderLayout | None = None) -> Category:
@@ -58,8 +34,6 @@ def load_category(root: str | Path, layout: FolderLayout | None = None) -> Categ
     A clear error names what is missing.
     """
     if layout is not None:
-        from training.image.folder import load_folder_category  # it imports this module
-
         return load_folder_category(root, layout)
     root = Path(root)
     train_dir = root / "train" / "good"
@@ -68,13 +42,13 @@ def load_category(root: str | Path, layout: FolderLayout | None = None) -> Categ
             f"data: {root} is not an MVTec-layout category (no train/good folder); for anomalib's "
             "folder layout pass --layout folder --normal-dir DIR [--abnormal-dir DIR ...]"
         )
-    train = _images(train_dir)
+    train = list_images(train_dir)
     if not train:
         raise FileNotFoundError(f"data: {train_dir} holds no images")
     test, labels, masks = [], [], []
     test_dir = root / "test"
     for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()) if test_dir.is_dir() else []:
-        for path in _images(defect_dir):
+        for path in list_images(defect_dir):
             defective = defect_dir.name != "good"
             mask = root / "ground_truth" / defect_dir.name / f"{path.stem}_mask.png"
             test.append(path)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.image.data import IMAGE_SUFFIXES, Category
+from training.image.category import IMAGE_SUFFIXES, Category
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from torch import nn
 from models.image.backbone import BackboneSpec
 from models.image.registry import build_detector
 from models.image.scorer import ImageScorer
-from training.runs import load_weights
+from training.run_files import load_weights
 
 
 def load_image_scorer(run_dir: str | Path, run: dict[str, Any]) -> nn.Module:

@@ -31,6 +31,7 @@ from models.image.backbone import (
 from models.image.flow_blocks import FLOW_KINDS, lu_parameters
 from models.image.registry import FAMILIES, build_detector
 from models.image.scorer import ImageScorer
+from service.contract import RunRecord
 from training.image.backbone_choice import resolve_backbone
 from training.image.data import (
     Category,
@@ -43,7 +44,7 @@ from training.image.features import file_features
 from training.image.folder import FolderLayout
 from training.image.metrics import evaluate
 from training.loop import FitConfig, LinearLRSchedule, fit
-from training.runs import fingerprint_array, save_run
+from training.run_files import fingerprint_array, save_run
 
 # Largest backbone stride any family uses; input sides are multiples of it so every family and
 # the reference models see the same geometry.
@@ -321,32 +322,32 @@ def train_image_run(
             metrics.update(evaluate(scores, torch.tensor(test_labels), maps, masks))
         metrics["test_images"] = len(test_paths)
 
-    run = {
-        "kind": "image",
-        "family": model,
-        "flow": flow,
-        "config": {
+    run = RunRecord(
+        kind="image",
+        family=model,
+        flow=flow,
+        config={
             "family": model,
             "flow": flow,
             "input_size": list(input_size),
             "backbone": {"name": backbone.name, "weights": backbone.weights_label()},
             "model_args": settings.model_args,
         },
-        "input": {"height": input_size[0], "width": input_size[1], "channels": 3, "color_mode": "rgb"},
-        "preprocessing": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        "threshold": {
+        input={"height": input_size[0], "width": input_size[1], "channels": 3, "color_mode": "rgb"},
+        preprocessing={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        threshold={
             "score": threshold,
             "method": f"{THRESHOLD_QUANTILE:.0%} quantile of image scores on the validation split "
             "(held-out training good images)",
         },
-        "metrics": metrics,
-        "training_data": {
+        metrics=metrics,
+        training_data={
             "fingerprint": _file_fingerprint(category.root, category.train),
             "rows": len(train_paths),
             "validation_rows": len(val_paths),
             "source": str(category.root),
         },
-        "fit": {
+        fit={
             "epochs_run": result.epochs_run,
             "stop_reason": result.stop_reason,
             "failed": result.failed,
@@ -356,10 +357,12 @@ def train_image_run(
             "steps": result.steps,
             "lr_history": result.lr_history,
         },
-        "profile": settings.profile,
-        "backbone": backbone.describe(),
-        **({"backbone_note": settings.backbone_note} if settings.backbone_note else {}),
-        "seed": seed,
-        "settings": {k: v for k, v in asdict(settings).items() if k != "model_args"},
-    }
+        seed=seed,
+        extra={
+            "profile": settings.profile,
+            "backbone": backbone.describe(),
+            **({"backbone_note": settings.backbone_note} if settings.backbone_note else {}),
+            "settings": {k: v for k, v in asdict(settings).items() if k != "model_args"},
+        },
+    )
     return save_run(out_dir, scorer.cpu(), run)

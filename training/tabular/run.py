@@ -10,7 +10,7 @@ from torch import nn
 
 from models.tabular.factory import build_detector
 from models.tabular.scorer import StandardizedTabularScorer
-from training.runs import load_weights
+from training.run_files import load_weights
 
 
 def build_tabular_scorer(

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from models.tabular.factory import FLOW_KIND
-from training.runs import fingerprint_array, save_run
+from service.contract import RunRecord
+from training.run_files import fingerprint_array, save_run
 from training.tabular.data import Standardizer, TabularDataError, holdout_split
 from training.tabular.families import fit_detector, resolve, score_rows
 from training.tabular.run import build_tabular_scorer
@@ -78,29 +79,29 @@ def train_tabular_run(
     failed = outcome.result.failed or not finite
     stop_reason = outcome.result.stop_reason if finite else "non-finite scores on held-out rows"
 
-    run = {
-        "kind": "tabular",
-        "family": model,
-        "flow": FLOW_KIND.get(model),
-        "config": config,
-        "training": asdict(settings),
-        "input": {"features": features, "feature_names": names},
-        "preprocessing": {"mean": standardizer.mean.tolist(), "std": standardizer.std.tolist()},
-        "threshold": {
+    run = RunRecord(
+        kind="tabular",
+        family=model,
+        flow=FLOW_KIND.get(model),
+        config=config,
+        input={"features": features, "feature_names": names},
+        preprocessing={"mean": standardizer.mean.tolist(), "std": standardizer.std.tolist()},
+        threshold={
             "score": threshold,
             "method": f"{THRESHOLD_PERCENTILE:g}th percentile of scores on {threshold_source}",
         },
-        "metrics": {"holdout_rows": len(x_hold), "holdout_score_median": float(np.median(hold_scores_np))},
-        "training_data": {"fingerprint": fingerprint_array(x_fit), "rows": len(x_fit), "source": source},
-        "fit": {
+        metrics={"holdout_rows": len(x_hold), "holdout_score_median": float(np.median(hold_scores_np))},
+        training_data={"fingerprint": fingerprint_array(x_fit), "rows": len(x_fit), "source": source},
+        fit={
             "epochs_run": outcome.result.epochs_run,
             "stop_reason": stop_reason,
             "failed": failed,
             "seconds": round(seconds, 3),
             "final_loss": outcome.result.best_loss,
         },
-        "seed": seed,
-    }
+        seed=seed,
+        extra={"training": asdict(settings)},
+    )
     out = save_run(out_dir, scorer, run)
     if outcome.result.train_history:
         history = {"train_loss": outcome.result.train_history}
