@@ -41,8 +41,9 @@ def _disable() -> bool | None:
 
 def bar(total: int | None, desc: str, unit: str = "it", leave: bool = True) -> tqdm:
     """A progress bar on stderr; call ``update``/``set_postfix_str`` and ``close`` (or use ``with``)."""
+    # Steps here are coarse (an epoch, a benchmark run): draw every one (mininterval=0).
     return tqdm(
-        total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr, disable=_disable()
+        total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr, disable=_disable(), mininterval=0
     )
 
 
