@@ -1,7 +1,12 @@
-# A batching ONNX Runtime worker. CPU by default; the compose file builds the GPU variant with
-# ONNXRUNTIME="onnxruntime-gpu[cuda,cudnn]==1.32.0" (CUDA and cuDNN come as pip wheels; the host
-# needs the NVIDIA driver and container toolkit). Without a GPU it falls back to the CPU provider.
-FROM python:3.11-slim
+# A batching ONNX Runtime worker. CPU by default (ONNXRUNTIME="onnxruntime==1.32.0");
+# docker-compose.gpu.yml builds the GPU variant with
+# ONNXRUNTIME="onnxruntime-gpu[cuda,cudnn]==1.31.1" (CUDA and cuDNN come as pip wheels; the
+# host needs the NVIDIA driver and container toolkit). Exactly one ONNX Runtime is installed:
+# both packages provide the same `onnxruntime` module. Without a usable GPU the worker falls
+# back to the CPU provider and logs it.
+# BASE_IMAGE: any image with Python 3.11, `python` and `pip` on PATH (default: the official one).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 ARG ONNXRUNTIME="onnxruntime==1.32.0"
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app

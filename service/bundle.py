@@ -7,17 +7,27 @@ scores validated inputs: ``score`` (latent norm), ``nll`` and, for images, ``ano
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
+
+try:
+    import onnxruntime as ort
+except ImportError as missing:  # neither extra installed: say which to install
+    raise ImportError(
+        "no ONNX Runtime installed: pip install 'usfad[cpu]' (onnxruntime) or 'usfad[gpu]' "
+        "(onnxruntime-gpu), never both (docs/deployment.md)"
+    ) from missing
 
 from service.contract import ONNX_FILE
 from service.errors import BundleError, InputError
 from service.inputs import validate_image_batch, validate_tabular_rows
 from service.manifest import Manifest, read_manifest, validate_model_name, verify_files
+
+LOG = logging.getLogger("usfad.bundle")
 
 __all__ = [
     "Bundle",
@@ -27,6 +37,7 @@ __all__ = [
     "ScoreOutputs",
     "choose_providers",
     "load_bundle",
+    "open_session",
     "read_manifest",
     "validate_image_batch",
     "validate_model_name",
@@ -129,8 +140,32 @@ def load_bundle(bundle_dir: str | Path, device: str = "auto", threads: int = 0) 
     if threads > 0:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    return Bundle(path, manifest, open_session(path / ONNX_FILE, options, choose_providers(device), device))
+
+
+def open_session(
+    model: Path, options: ort.SessionOptions, providers: list[str], device: str = "auto"
+) -> ort.InferenceSession:
+    """An ONNX Runtime session on ``providers``; CPU, with a log line, when CUDA cannot start.
+
+    onnxruntime-gpu lists ``CUDAExecutionProvider`` even when the CUDA or cuDNN libraries or the
+    driver are missing; the session then either raises or silently runs on CPU. With ``device``
+    ``auto`` both cases end on the CPU provider and say so in the log; with ``cuda`` they raise
+    ``BundleError``.
+    """
     try:
-        session = ort.InferenceSession(str(path / ONNX_FILE), options, providers=choose_providers(device))
+        session = ort.InferenceSession(str(model), options, providers=providers)
     except Exception as error:  # onnxruntime raises its own exception types for bad graphs
-        raise BundleError(f"{path}/{ONNX_FILE}: onnxruntime cannot load it ({error})") from error
-    return Bundle(path, manifest, session)
+        if "CUDAExecutionProvider" not in providers or device == "cuda":
+            raise BundleError(f"{model}: onnxruntime cannot load it ({error})") from error
+        LOG.warning("%s: the CUDA provider cannot start (%s); falling back to CPU", model.parent.name, error)
+        return open_session(model, options, ["CPUExecutionProvider"], device)
+    if "CUDAExecutionProvider" in providers and "CUDAExecutionProvider" not in session.get_providers():
+        if device == "cuda":
+            raise BundleError(f"{model}: device 'cuda' asked for, but the CUDA provider did not start")
+        LOG.warning(
+            "%s: the CUDA provider did not start (see onnxruntime's message above); running on %s",
+            model.parent.name,
+            ",".join(session.get_providers()),
+        )
+    return session

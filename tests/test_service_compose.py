@@ -1,14 +1,16 @@
-"""docker-compose.yml and docker/: valid against the compose-spec JSON schema, and wired right.
+"""docker-compose.yml, docker-compose.gpu.yml and docker/: valid against the compose-spec schema, wired right.
 
-There is no Docker engine here; ``docker/compose-spec.json`` is the compose-spec schema
-(taken from Debian's docker-compose 1.29.2 package). The processes the file describes are
-started without Docker, with the same commands and variables, in tests/test_service_e2e.py.
+``docker/compose-spec.json`` is the compose-spec schema (taken from Debian's docker-compose
+1.29.2 package). The processes the file describes are started without Docker, with the same
+commands and variables, in tests/test_service_e2e.py; the real images and containers are built
+and run in tests/test_deploy_stack.py.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import tomllib
 from dataclasses import fields
 
 import jsonschema
@@ -21,18 +23,33 @@ from tests.service_support import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(60)
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+GPU_OVERLAY = yaml.safe_load((REPO_ROOT / "docker-compose.gpu.yml").read_text())
 SCHEMA = json.loads((REPO_ROOT / "docker" / "compose-spec.json").read_text())
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 
 
-def test_compose_file_is_valid_against_the_compose_spec() -> None:
+def merge(base: dict, overlay: dict) -> dict:
+    """Compose's merge of ``-f base -f overlay`` for mappings (the overlay holds no lists)."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def test_compose_file_and_gpu_overlay_are_valid_against_the_compose_spec() -> None:
     jsonschema.validate(COMPOSE, SCHEMA)
+    jsonschema.validate(GPU_OVERLAY, SCHEMA)
+    jsonschema.validate(merge(COMPOSE, GPU_OVERLAY), SCHEMA)
 
 
 @pytest.mark.parametrize(
     "breakage",
     [
         lambda c: c["services"]["api"].update(helthcheck={}),
-        lambda c: c["services"]["worker"]["deploy"]["resources"].update(reservations="gpu"),
+        lambda c: c["services"]["worker"].update(deploy={"resources": {"reservations": "gpu"}}),
         lambda c: c["services"]["redis"].update(ports="6379"),
     ],
 )
@@ -50,12 +67,36 @@ def test_every_service_has_a_health_check_and_redis_keeps_an_append_only_file() 
     assert "--appendonly" in services["redis"]["command"] and "yes" in services["redis"]["command"]
 
 
-def test_worker_reserves_a_gpu_and_can_be_scaled() -> None:
-    worker = COMPOSE["services"]["worker"]
-    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+def test_default_stack_needs_no_gpu_and_the_overlay_reserves_one() -> None:
+    assert not any("deploy" in service for service in COMPOSE["services"].values())  # runs anywhere
+    cpu_worker = COMPOSE["services"]["worker"]
+    assert "container_name" not in cpu_worker and "ports" not in cpu_worker  # replicas would clash
+    assert set(GPU_OVERLAY["services"]) == {"worker"}
+    gpu_worker = merge(COMPOSE, GPU_OVERLAY)["services"]["worker"]
+    (device,) = gpu_worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
-    assert "container_name" not in worker and "ports" not in worker  # replicas would clash
-    assert "onnxruntime-gpu" in worker["build"]["args"]["ONNXRUNTIME"]
+    assert gpu_worker["image"] != cpu_worker["image"]  # the two variants never overwrite each other
+    assert gpu_worker["environment"]["USFAD_DEVICE"] == "auto"
+
+
+def test_onnxruntime_build_args_are_the_project_extras() -> None:
+    """CPU worker: the `cpu` extra's onnxruntime; GPU overlay: the `gpu` extra's onnxruntime-gpu."""
+    cpu_arg = COMPOSE["services"]["worker"]["build"]["args"]["ONNXRUNTIME"]
+    gpu_arg = GPU_OVERLAY["services"]["worker"]["build"]["args"]["ONNXRUNTIME"]
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert cpu_arg in extras["cpu"] and cpu_arg.startswith("onnxruntime==")
+    assert gpu_arg in extras["gpu"] and gpu_arg.startswith("onnxruntime-gpu[")
+    dockerfile = (REPO_ROOT / "docker" / "worker.Dockerfile").read_text()
+    assert f'ARG ONNXRUNTIME="{cpu_arg}"' in dockerfile
+
+
+@pytest.mark.parametrize("image", ["api", "worker"])
+def test_images_take_their_base_from_a_build_argument_defaulting_to_official_python(image: str) -> None:
+    lines = (REPO_ROOT / "docker" / f"{image}.Dockerfile").read_text().splitlines()
+    code = [line for line in lines if line and not line.startswith("#")]
+    assert code[:2] == ["ARG BASE_IMAGE=python:3.11-slim", "FROM ${BASE_IMAGE}"]
+    build_args = COMPOSE["services"][image]["build"]["args"]
+    assert build_args["BASE_IMAGE"] == "${USFAD_BASE_IMAGE:-python:3.11-slim}"
 
 
 def test_api_and_workers_mount_the_model_directory_they_are_configured_with() -> None:
@@ -99,6 +140,7 @@ def test_images_hold_only_the_service_and_never_torch(image: str) -> None:
     ]
     copies = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
     assert copies == [f"docker/requirements-{image}.txt", "service/"]
+    assert "orjson" in requirements  # service/codec.py needs it in both images
     assert not {"torch", "torchvision", "anomalib", "timm"} & set(requirements)
     instructions = "\n".join(line for line in dockerfile.splitlines() if not line.startswith("#"))
     assert ("onnxruntime" in instructions) == (image == "worker")
