@@ -119,11 +119,12 @@ def test_usf_block_starts_well_conditioned_and_as_the_identity() -> None:
 
 def test_lu_factors_get_their_own_smaller_learning_rate() -> None:
     from models.image.backbone import BackboneSpec
+    from models.image.factory import build_image_detector
     from models.image.flow_blocks import lu_parameters
-    from models.image.registry import build_detector
     from training.image.train import _parameter_groups, resolve_settings
 
-    detector = build_detector("fastflow", "usf", (64, 64), BackboneSpec(weights="random-init"), flow_steps=2)
+    backbone = BackboneSpec(weights="random-init")
+    detector = build_image_detector("fastflow", "usf", (64, 64), backbone, flow_steps=2)
     settings = resolve_settings("fastflow", "cpu", {})
     head, lu = _parameter_groups(detector, settings)
     assert "lr" not in head and lu["lr"] == pytest.approx(settings.lr * settings.lu_lr_scale)

@@ -17,16 +17,16 @@ pytestmark = pytest.mark.image
 
 def test_mcait_needs_a_weight_source_and_448_input(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     from models.image.backbone import BackboneSpec
-    from models.image.registry import build_detector
+    from models.image.factory import build_image_detector
     from training.cli import main
     from training.image.train import resolve_settings
 
     with pytest.raises(ValueError, match="MS-CaiT has no offline weights; pass --backbone-weights"):
-        build_detector("uflow", "usf", (448, 448), BackboneSpec("mcait", "offline"))
+        build_image_detector("uflow", "usf", (448, 448), BackboneSpec("mcait", "offline"))
     with pytest.raises(ValueError, match="needs 448x448 input, got 256x448"):
-        build_detector("uflow", "usf", (256, 448), BackboneSpec("mcait", "random-init"))
+        build_image_detector("uflow", "usf", (256, 448), BackboneSpec("mcait", "random-init"))
     with pytest.raises(ValueError, match="U-Flow's transformer backbone"):
-        build_detector("fastflow", "usf", (448, 448), BackboneSpec("mcait", "random-init"))
+        build_image_detector("fastflow", "usf", (448, 448), BackboneSpec("mcait", "random-init"))
     assert resolve_settings("uflow", "cpu", {"backbone": "mcait"}).input_size == (448, 448)
     with pytest.raises(ValueError, match="MS-CaiT is U-Flow's backbone"):
         resolve_settings("cflow", "cpu", {"backbone": "mcait"})
@@ -39,7 +39,7 @@ def test_mcait_needs_a_weight_source_and_448_input(tmp_path: Path, capsys) -> No
 
 def test_random_init_uflow_mcait_builds_offline_and_maps_448(monkeypatch: pytest.MonkeyPatch) -> None:
     from models.image.backbone import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
-    from models.image.registry import build_detector
+    from models.image.factory import build_image_detector
     from models.image.scorer import ImageScorer
 
     def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -47,7 +47,8 @@ def test_random_init_uflow_mcait_builds_offline_and_maps_448(monkeypatch: pytest
 
     monkeypatch.setattr(socket, "socket", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    detector = build_detector("uflow", "usf", (448, 448), BackboneSpec("mcait", "random-init"), flow_steps=2)
+    backbone_spec = BackboneSpec("mcait", "random-init")
+    detector = build_image_detector("uflow", "usf", (448, 448), backbone_spec, flow_steps=2)
     assert [type(m).__name__ for m in detector.backbone_module().children()] == ["Cait", "Cait"]
     backbone = {id(p) for p in detector.backbone_module().parameters()}
     assert not any(p.requires_grad for p in detector.backbone_module().parameters())

@@ -30,11 +30,11 @@ def images() -> torch.Tensor:
 def _scorer(family: str, flow: str):  # noqa: ANN202
     """One small scorer per family and flow, shared by the tests of this module."""
     from models.image.backbone import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
-    from models.image.registry import build_detector
+    from models.image.factory import build_image_detector
     from models.image.scorer import ImageScorer
 
     torch.manual_seed(0)
-    detector = build_detector(family, flow, TINY_SIZE, BackboneSpec(), **SMALL[family])
+    detector = build_image_detector(family, flow, TINY_SIZE, BackboneSpec(), **SMALL[family])
     return ImageScorer(detector, IMAGENET_MEAN, IMAGENET_STD)
 
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from models.tabular.factory import TORCH_FAMILIES, build_detector
+from models.factory import build_detector
+from models.families import TABULAR_FAMILIES
 from models.tabular.oneflow import bernstein_quantile
-from tests.tabular_helpers import TINY, TINY_FLOW, cardio, single_torch_thread  # noqa: F401
+from tests.tabular_helpers import TINY, TINY_FLOW, cardio
 from training.tabular.bench import PreparedSplit, prepare_split
 from training.tabular.classical import CLASSICAL_MODELS, fit_classical, score_classical
 from training.tabular.families import fit_detector, resolve, score_rows
@@ -23,7 +24,7 @@ def cardio_split(shared_data: Path) -> PreparedSplit:
     return prepare_split(cardio(shared_data), seed=0, cap=500)
 
 
-@pytest.mark.parametrize("family", TORCH_FAMILIES)
+@pytest.mark.parametrize("family", TABULAR_FAMILIES)
 def test_torch_model_learns_on_cardio(family: str, cardio_split: PreparedSplit) -> None:
     overrides = TINY_FLOW if "flow" in family else TINY
     config, settings = resolve(family, cardio_split.x_train.shape[1], 0, overrides)

@@ -45,6 +45,10 @@ class DetectorMixin:
     def loss(self, features: list[torch.Tensor]) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def score(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The detector protocol's ``score`` (as ``models.tabular.detector``): :meth:`predict`."""
+        return self.predict(features)
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Scores of normalised float images ``[N, 3, H, W]``."""
         return self.predict(self.extract(images))

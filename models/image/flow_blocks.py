@@ -22,9 +22,10 @@ import torch
 from FrEIA.modules import InvertibleModule
 from torch import nn
 
+from models.families import IMAGE_FLOW_KINDS
 from models.flows.lu import LUAffine
 
-FLOW_KINDS: tuple[str, ...] = ("affine", "additive", "usf")
+FLOW_KINDS = IMAGE_FLOW_KINDS
 SubnetConstructor = Callable[[int, int], nn.Module]
 
 

@@ -58,7 +58,15 @@ class DeepSVDD(nn.Module):
         """``‖ω(x) - c‖²`` per sample (the one-class loss term and the anomaly score)."""
         return (self.encoder(x) - self.center).pow(2).sum(dim=1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """One-class objective ``mean ‖ω(x) - c‖²`` (weight decay is the optimiser's)."""
+        return self.squared_distance(x).mean()
+
+    def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(score, nll)``; Deep SVDD has no likelihood, so ``nll`` is NaN."""
         score = self.squared_distance(x)
         return score, torch.full_like(score, float("nan"))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same as :meth:`score`."""
+        return self.score(x)

@@ -1,8 +1,8 @@
 """Rebuild a tabular detector from its family name and ``config`` (the ``run.json`` contract).
 
-Every detector returned here scores standardised rows with tensor operations only:
-``detector.score(x) -> (score [N], nll [N])`` for flows and the hybrids, ``detector(x)`` for
-Deep SVDD (``StandardizedTabularScorer`` picks whichever exists).
+Every detector returned here implements ``models.tabular.detector.TabularDetector``:
+``loss(x)`` for training and ``score(x) -> (score [N], nll [N])`` on standardised rows, with
+tensor operations only. ``models.factory.build_detector`` is the public entry point.
 """
 
 from __future__ import annotations
@@ -11,30 +11,12 @@ from typing import Any
 
 from torch import nn
 
+from models.families import TABULAR_FAMILIES
 from models.flows import NonUSFlow, USFlow
 from models.tabular.deep_svdd import BiasFreeMLP, DeepSVDD
 from models.tabular.dohsc import DO2HSC, DOHSC, OrthogonalProjectionEncoder, hypersphere_encoder
 from models.tabular.oneflow import OneFlow
 from models.tabular.vae_flow import VAEFlow
-
-FLOW_FAMILIES: tuple[str, ...] = ("usflow", "nonusflow")
-TORCH_FAMILIES: tuple[str, ...] = (
-    "usflow",
-    "nonusflow",
-    "deep_svdd",
-    "oneflow",
-    "dohsc",
-    "do2hsc",
-    "vae_usflow",
-    "vae_nonusflow",
-)
-FLOW_KIND: dict[str, str | None] = {
-    "usflow": "usf",
-    "nonusflow": "affine",
-    "oneflow": "usf",
-    "vae_usflow": "usf",
-    "vae_nonusflow": "affine",
-}
 
 
 def _flow_kwargs(config: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +33,7 @@ def _flow_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_detector(family: str, config: dict[str, Any]) -> nn.Module:
+def build_tabular_detector(family: str, config: dict[str, Any]) -> nn.Module:
     """A freshly initialised detector of ``family`` described by ``config``."""
     features = int(config["features"])
     if family == "usflow":
@@ -79,4 +61,4 @@ def build_detector(family: str, config: dict[str, Any]) -> nn.Module:
             prior=prior,
             sigma_min=float(config["sigma_min"]),
         )
-    raise ValueError(f"unknown tabular model family {family!r}; expected one of {TORCH_FAMILIES}")
+    raise ValueError(f"unknown tabular model family {family!r}; expected one of {TABULAR_FAMILIES}")

@@ -38,7 +38,7 @@ class OneFlow(nn.Module):
 
     def __init__(self, flow: CouplingFlow, quantile: float = 0.05) -> None:
         super().__init__()
-        if flow.coupling_kind != "additive":
+        if not flow.uniformly_scaling:
             raise ValueError("OneFlow needs a constant-determinant (additive coupling) flow")
         if not 0.0 < quantile < 1.0:
             raise ValueError(f"quantile p must lie in (0, 1), got {quantile}")

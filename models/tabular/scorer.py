@@ -11,8 +11,15 @@ from torch import nn
 class StandardizedTabularScorer(nn.Module):
     """``x ↦ score_fn(detector, (x - mean) / std)`` for raw rows in original units.
 
-    ``score_fn`` returns ``(score, nll)`` per row; by default it calls ``detector.score``
-    when present (flows: latent norm and NLL), else ``detector(x)``.
+    ``score_fn`` returns ``(score, nll)`` per row; by default it is the detector's own
+    ``score`` (``models.tabular.detector.TabularDetector``).
+
+    >>> from models.factory import build_detector
+    >>> detector = build_detector("usflow", {"features": 2, "n_blocks": 1, "hidden": [8], "seed": 0})
+    >>> scorer = StandardizedTabularScorer(detector, mean=torch.tensor([10.0, 0.0]), std=torch.ones(2))
+    >>> raw = torch.tensor([[10.0, 0.0], [13.0, 4.0]])
+    >>> bool(torch.equal(scorer(raw)[0], detector.score(raw - torch.tensor([10.0, 0.0]))[0]))
+    True
     """
 
     def __init__(
@@ -32,6 +39,4 @@ class StandardizedTabularScorer(nn.Module):
         standardized = (x - self.mean) / self.std
         if self._score_fn is not None:
             return self._score_fn(self.detector, standardized)
-        if hasattr(self.detector, "score"):
-            return self.detector.score(standardized)
-        return self.detector(standardized)
+        return self.detector.score(standardized)

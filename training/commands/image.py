@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.families import IMAGE_FAMILIES, IMAGE_FLOW_KINDS
+
 if TYPE_CHECKING:
     from training.image.folder import FolderLayout
 
-FAMILIES = ("fastflow", "cflow", "uflow")
-FLOWS = ("affine", "additive", "usf")
+FAMILIES = IMAGE_FAMILIES
+FLOWS = IMAGE_FLOW_KINDS
 REFERENCES = ("padim", "patchcore")
 LAYOUTS = ("auto", "mvtec", "folder")
 FOLDER_OPTIONS = ("normal_dir", "abnormal_dir", "mask_dir", "normal_test_dir", "normal_split_ratio")

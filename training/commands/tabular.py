@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
-TORCH_MODELS = "usflow, nonusflow, deep_svdd, oneflow, dohsc, do2hsc, vae_usflow, vae_nonusflow"
+from models.families import TABULAR_FAMILIES
+
+TORCH_MODELS = ", ".join(TABULAR_FAMILIES)
 DEFAULT_BENCH_MODELS = "usflow,nonusflow,deep_svdd,oneflow,dohsc,knn,iforest"
 
 
@@ -118,13 +120,12 @@ def train_handler(args: argparse.Namespace) -> int:
 
 def bench_handler(args: argparse.Namespace) -> int:
     """Run (or resume) the tabular benchmark, then write the summary and figures."""
-    from models.tabular.factory import TORCH_FAMILIES
     from training.tabular.bench import PROFILES, BenchSettings, list_datasets, run_benchmark, select_datasets
     from training.tabular.classical import CLASSICAL_MODELS
     from training.tabular.report import write_report
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in TORCH_FAMILIES and m not in CLASSICAL_MODELS]
+    unknown = [m for m in models if m not in TABULAR_FAMILIES and m not in CLASSICAL_MODELS]
     if unknown or not models:
         print(
             f"error: --models: unknown {unknown}; choose from {TORCH_MODELS}, knn, iforest", file=sys.stderr

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from models.families import TABULAR_FAMILIES
+
 DEFAULT_DATA = "../shared/data/adbench/6_cardio.npz"
-DEFAULT_TABULAR_FAMILIES = "usflow,nonusflow,deep_svdd,oneflow,dohsc,do2hsc,vae_usflow,vae_nonusflow"
+DEFAULT_TABULAR_FAMILIES = ",".join(TABULAR_FAMILIES)
 DEFAULT_IMAGE_DATA = "../shared/data/images/magnetic_tile"
 
 

@@ -7,8 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from models.image.backbone import BackboneSpec
-from models.image.registry import build_detector
+from models.factory import build_detector
 from models.image.scorer import ImageScorer
 from training.run_files import load_weights
 
@@ -20,13 +19,12 @@ def load_image_scorer(run_dir: str | Path, run: dict[str, Any]) -> nn.Module:
     ``weights.pt`` holds the whole scorer, frozen backbone included.
     """
     config = run.get("config") or {}
-    missing = [key for key in ("family", "flow", "input_size", "backbone") if key not in config]
-    if missing:
-        raise ValueError(f"{run_dir}/run.json: config lacks {', '.join(missing)}")
-    backbone = BackboneSpec(config["backbone"]["name"], "random-init")
-    detector = build_detector(
-        config["family"], config["flow"], config["input_size"], backbone, **config.get("model_args", {})
-    )
+    if "family" not in config:
+        raise ValueError(f"{run_dir}/run.json: config lacks family")
+    try:
+        detector = build_detector(config["family"], config)
+    except ValueError as error:
+        raise ValueError(f"{run_dir}/run.json: {error}") from error
     preprocessing = run["preprocessing"]
     scorer = ImageScorer(detector, preprocessing["mean"], preprocessing["std"])
     scorer.load_state_dict(load_weights(run_dir))

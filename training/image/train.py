@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.families import IMAGE_FAMILIES, IMAGE_FLOW_KINDS
 from models.image.backbone import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -28,8 +29,8 @@ from models.image.backbone import (
     OFFLINE_BACKBONE,
     BackboneSpec,
 )
-from models.image.flow_blocks import FLOW_KINDS, lu_parameters
-from models.image.registry import FAMILIES, build_detector
+from models.image.factory import build_image_detector
+from models.image.flow_blocks import lu_parameters
 from models.image.scorer import ImageScorer
 from service.contract import RunRecord
 from training.image.backbone_choice import resolve_backbone
@@ -129,8 +130,8 @@ def resolve_settings(family: str, profile: str, overrides: dict[str, Any]) -> Im
     Without a ``backbone`` override the backbone is :func:`resolve_backbone`'s choice for the
     family and profile; MS-CaiT (``mcait``, U-Flow only) fixes the input at 448×448.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"model must be one of {FAMILIES}, got {family!r}")
+    if family not in IMAGE_FAMILIES:
+        raise ValueError(f"model must be one of {IMAGE_FAMILIES}, got {family!r}")
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {tuple(PROFILES)}, got {profile!r}")
     known = {f.name for f in fields(ImageTrainSettings)}
@@ -232,8 +233,8 @@ def train_image_run(
     ``overrides`` are fields of :class:`ImageTrainSettings` (e.g. ``epochs=2``,
     ``backbone_weights="random-init"``, ``max_train_images=16``). Returns the run directory.
     """
-    if flow not in FLOW_KINDS:
-        raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
+    if flow not in IMAGE_FLOW_KINDS:
+        raise ValueError(f"flow must be one of {IMAGE_FLOW_KINDS}, got {flow!r}")
     settings = resolve_settings(model, profile, overrides)
     if settings.backbone_note:
         logger.warning("%s: %s", model, settings.backbone_note)
@@ -245,7 +246,7 @@ def train_image_run(
 
     torch.manual_seed(seed)
     backbone = BackboneSpec(settings.backbone, settings.backbone_weights)
-    detector = build_detector(model, flow, input_size, backbone, **settings.model_args)
+    detector = build_image_detector(model, flow, input_size, backbone, **settings.model_args)
     scorer = ImageScorer(detector, IMAGENET_MEAN, IMAGENET_STD).to(settings.device).eval()
 
     # Features of every training image once (cached across runs when feature_cache is set),

@@ -1,21 +1,26 @@
-"""Default configurations and training procedures of every tabular model family.
+"""One ``FamilySpec`` per tabular model family: its architecture, optimisation defaults and recipe.
 
-``default_config`` gives the architecture (stored as ``run.json["config"]``),
-``default_training`` the optimisation settings; ``fit_detector`` trains a fresh detector on
-standardised normal rows with :func:`training.loop.fit`.
+A spec's ``architecture`` gives ``run.json["config"]`` (what ``models.factory.build_detector``
+needs), ``training`` the optimisation settings, ``recipe`` the training stages on
+standardised normal rows (with :func:`training.loop.fit`). Scoring is the detector's own
+``score`` and export the generic ``StandardizedTabularScorer``, the same for every family
+(``models.tabular.detector.TabularDetector``). Names come from ``models.families``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
+from models.factory import build_detector
+from models.families import TABULAR_FAMILIES
 from models.tabular.deep_svdd import BiasFreeMLP
 from models.tabular.dohsc import OrthogonalProjectionEncoder, init_normal
-from models.tabular.factory import TORCH_FAMILIES, build_detector
 from training.loop import FitConfig, FitResult, fit
 
 
@@ -68,41 +73,32 @@ _FLOW_ARCHITECTURE: dict[str, Any] = {
 }
 
 
-def default_config(family: str, features: int, seed: int = 0) -> dict[str, Any]:
-    """Architecture of ``family`` for ``features`` inputs (everything ``build_detector`` needs)."""
-    if family in ("usflow", "nonusflow"):
-        return {"features": features, **_FLOW_ARCHITECTURE, "seed": seed}
-    if family == "oneflow":
-        return {"features": features, **_FLOW_ARCHITECTURE, "quantile": 0.05, "seed": seed}
-    if family == "deep_svdd":
-        return {"features": features, "widths": [128, 64, 32]}
-    if family in ("dohsc", "do2hsc"):
-        return {"features": features, "widths": [500, 30, 30], "nu": 0.05}
-    if family in ("vae_usflow", "vae_nonusflow"):
-        latent = min(16, max(2, features // 2))
-        return {
-            "features": features,
-            **_FLOW_ARCHITECTURE,
-            "latent_dim": latent,
-            "vae_hidden": [256, 128],
-            "sigma_min": 0.5,
-            "seed": seed,
-        }
-    raise ValueError(f"unknown tabular model {family!r}; expected one of {', '.join(TORCH_FAMILIES)}")
+def _flow_architecture(features: int, seed: int) -> dict[str, Any]:
+    return {"features": features, **_FLOW_ARCHITECTURE, "seed": seed}
 
 
-def default_training(family: str) -> TrainingSettings:
-    """Optimisation settings of ``family`` (paper values; Deep SVDD adds weight decay).
+def _oneflow_architecture(features: int, seed: int) -> dict[str, Any]:
+    return {"features": features, **_FLOW_ARCHITECTURE, "quantile": 0.05, "seed": seed}
 
-    DOHSC / DO2HSC take weight decay 1e-6 and the pretraining rate 1e-3 of the original code.
-    """
-    if family not in TORCH_FAMILIES:
-        raise ValueError(f"unknown tabular model {family!r}; expected one of {', '.join(TORCH_FAMILIES)}")
-    if family == "deep_svdd":
-        return TrainingSettings(weight_decay=1e-6)
-    if family in ("dohsc", "do2hsc"):
-        return TrainingSettings(weight_decay=1e-6, pretrain_lr=1e-3)
-    return TrainingSettings()
+
+def _deep_svdd_architecture(features: int, seed: int) -> dict[str, Any]:
+    return {"features": features, "widths": [128, 64, 32]}
+
+
+def _hypersphere_architecture(features: int, seed: int) -> dict[str, Any]:
+    return {"features": features, "widths": [500, 30, 30], "nu": 0.05}
+
+
+def _vae_flow_architecture(features: int, seed: int) -> dict[str, Any]:
+    latent = min(16, max(2, features // 2))
+    return {
+        "features": features,
+        **_FLOW_ARCHITECTURE,
+        "latent_dim": latent,
+        "vae_hidden": [256, 128],
+        "sigma_min": 0.5,
+        "seed": seed,
+    }
 
 
 def resolve(
@@ -161,44 +157,127 @@ def _pretrain_projected_autoencoder(
     return fit(autoencoder, x, lambda model, batch: (model(batch) - batch).pow(2).sum(1).mean(), config)
 
 
+# (fresh detector, standardised rows, config, settings, seed) -> what the final stage did
+Recipe = Callable[[nn.Module, torch.Tensor, dict[str, Any], TrainingSettings, int], FitResult]
+
+
+def _fit_flow(
+    detector: nn.Module, x: torch.Tensor, config: dict, settings: TrainingSettings, seed: int
+) -> FitResult:
+    """MAP training of a flow: the log-prior is scaled by the training-set size."""
+    n_train = x.shape[0]
+    return fit(detector, x, lambda m, b: m.loss(b, n_train), settings.fit_config(seed))
+
+
+def _fit_loss(
+    detector: nn.Module, x: torch.Tensor, config: dict, settings: TrainingSettings, seed: int
+) -> FitResult:
+    """One stage on the detector's own ``loss`` (OneFlow, the VAE hybrids)."""
+    return fit(detector, x, lambda m, b: m.loss(b), settings.fit_config(seed))
+
+
+def _fit_deep_svdd(
+    detector: nn.Module, x: torch.Tensor, config: dict, settings: TrainingSettings, seed: int
+) -> FitResult:
+    """Autoencoder pretraining, ``c`` = mean code, then the one-class loss."""
+    widths = [int(config["features"]), *config["widths"]]
+    pretrain = _pretrain_autoencoder(detector.encoder, widths, x, settings, seed)
+    with torch.no_grad():
+        detector.set_center(detector.encoder(x))
+    main = fit(detector, x, lambda m, b: m.loss(b), settings.fit_config(seed))
+    return _merge(pretrain, main)
+
+
+def _fit_hypersphere(
+    detector: nn.Module,
+    x: torch.Tensor,
+    config: dict,
+    settings: TrainingSettings,
+    seed: int,
+    two_shells: bool = False,
+) -> FitResult:
+    """DOHSC / DO2HSC: projected-autoencoder pretraining, (DO2HSC: DOHSC warm-up), then the loss."""
+    pretrain = _pretrain_projected_autoencoder(detector.encoder, x, settings, seed)
+    detector.initialise(x)  # c from the pretrained encoder, fixed from here on
+    if two_shells:
+        # As in the original: DOHSC epochs first, then the shell radii from the training
+        # distances, fixed for the shell stage and for scoring.
+        warmup_config = settings.fit_config(seed, epochs=min(settings.warmup_epochs, settings.epochs))
+        warmup = fit(detector, x, lambda m, b: m.dohsc_loss(b), warmup_config)
+        pretrain = _merge(pretrain, warmup)
+        detector.encoder.freeze_projection(x)
+        detector.set_radii(x)
+    main = fit(detector, x, lambda m, b: m.loss(b), settings.fit_config(seed))
+    # Scoring uses the training-set projection of the final encoder.
+    detector.eval()
+    detector.encoder.freeze_projection(x)
+    if not two_shells:
+        detector.set_radii(x)
+    return _merge(pretrain, main)
+
+
+_fit_do2hsc = partial(_fit_hypersphere, two_shells=True)
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Everything training needs to know about one tabular family."""
+
+    name: str
+    architecture: Callable[[int, int], dict[str, Any]]  # (features, seed) -> run.json "config"
+    recipe: Recipe
+    training: Callable[[], TrainingSettings] = TrainingSettings
+
+
+def _svdd_training() -> TrainingSettings:
+    return TrainingSettings(weight_decay=1e-6)
+
+
+def _hypersphere_training() -> TrainingSettings:
+    # DOHSC / DO2HSC: weight decay 1e-6 and the pretraining rate 1e-3 of the original code.
+    return TrainingSettings(weight_decay=1e-6, pretrain_lr=1e-3)
+
+
+SPECS: dict[str, FamilySpec] = {
+    spec.name: spec
+    for spec in (
+        FamilySpec("usflow", _flow_architecture, _fit_flow),
+        FamilySpec("nonusflow", _flow_architecture, _fit_flow),
+        FamilySpec("deep_svdd", _deep_svdd_architecture, _fit_deep_svdd, _svdd_training),
+        FamilySpec("oneflow", _oneflow_architecture, _fit_loss),
+        FamilySpec("dohsc", _hypersphere_architecture, _fit_hypersphere, _hypersphere_training),
+        FamilySpec("do2hsc", _hypersphere_architecture, _fit_do2hsc, _hypersphere_training),
+        FamilySpec("vae_usflow", _vae_flow_architecture, _fit_loss),
+        FamilySpec("vae_nonusflow", _vae_flow_architecture, _fit_loss),
+    )
+}
+
+
+def spec(family: str) -> FamilySpec:
+    """The spec of ``family``; ``ValueError`` naming the known families otherwise."""
+    if family not in SPECS:
+        raise ValueError(f"unknown tabular model {family!r}; expected one of {', '.join(TABULAR_FAMILIES)}")
+    return SPECS[family]
+
+
+def default_config(family: str, features: int, seed: int = 0) -> dict[str, Any]:
+    """Architecture of ``family`` for ``features`` inputs (everything ``build_detector`` needs)."""
+    return spec(family).architecture(features, seed)
+
+
+def default_training(family: str) -> TrainingSettings:
+    """Optimisation settings of ``family`` (paper values; Deep SVDD, DOHSC, DO2HSC add weight decay)."""
+    return spec(family).training()
+
+
 def fit_detector(
     family: str, x: torch.Tensor, config: dict[str, Any], settings: TrainingSettings, seed: int
 ) -> FitOutcome:
     """Train a fresh ``family`` detector on standardised normal rows ``x`` (float32)."""
+    recipe = spec(family).recipe
     torch.manual_seed(seed)
     detector = build_detector(family, config)
-    n_train = x.shape[0]
-    if family in ("usflow", "nonusflow"):
-        result = fit(detector, x, lambda m, b: m.loss(b, n_train), settings.fit_config(seed))
-    elif family in ("oneflow", "vae_usflow", "vae_nonusflow"):
-        result = fit(detector, x, lambda m, b: m.loss(b), settings.fit_config(seed))
-    elif family == "deep_svdd":
-        widths = [int(config["features"]), *config["widths"]]
-        pretrain = _pretrain_autoencoder(detector.encoder, widths, x, settings, seed)
-        with torch.no_grad():
-            detector.set_center(detector.encoder(x))
-        main = fit(detector, x, lambda m, b: m.squared_distance(b).mean(), settings.fit_config(seed))
-        result = _merge(pretrain, main)
-    elif family in ("dohsc", "do2hsc"):
-        pretrain = _pretrain_projected_autoencoder(detector.encoder, x, settings, seed)
-        detector.initialise(x)  # c from the pretrained encoder, fixed from here on
-        if family == "do2hsc":
-            # As in the original: DOHSC epochs first, then the shell radii from the training
-            # distances, fixed for the shell stage and for scoring.
-            warmup_config = settings.fit_config(seed, epochs=min(settings.warmup_epochs, settings.epochs))
-            warmup = fit(detector, x, lambda m, b: m.dohsc_loss(b), warmup_config)
-            pretrain = _merge(pretrain, warmup)
-            detector.encoder.freeze_projection(x)
-            detector.set_radii(x)
-        main = fit(detector, x, lambda m, b: m.loss(b), settings.fit_config(seed))
-        # Scoring uses the training-set projection of the final encoder.
-        detector.eval()
-        detector.encoder.freeze_projection(x)
-        if family == "dohsc":
-            detector.set_radii(x)
-        result = _merge(pretrain, main)
-    else:
-        raise ValueError(f"unknown tabular model {family!r}; expected one of {', '.join(TORCH_FAMILIES)}")
+    result = recipe(detector, x, config, settings, seed)
     detector.eval()
     return FitOutcome(detector, result)
 
@@ -212,7 +291,7 @@ def score_rows(
     scores, nlls = [], []
     for start in range(0, x.shape[0], batch_size):
         batch = x[start : start + batch_size]
-        score, nll = detector.score(batch) if hasattr(detector, "score") else detector(batch)
+        score, nll = detector.score(batch)
         scores.append(score)
         nlls.append(nll)
     return torch.cat(scores), torch.cat(nlls)

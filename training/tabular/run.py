@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.tabular.factory import build_detector
+from models.factory import build_detector
 from models.tabular.scorer import StandardizedTabularScorer
 from training.run_files import load_weights
 

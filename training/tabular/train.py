@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.tabular.factory import FLOW_KIND
+from models.families import TABULAR_FLOW_KIND
 from service.contract import RunRecord
 from training.run_files import fingerprint_array, save_run
 from training.tabular.data import Standardizer, TabularDataError, holdout_split
@@ -82,7 +82,7 @@ def train_tabular_run(
     run = RunRecord(
         kind="tabular",
         family=model,
-        flow=FLOW_KIND.get(model),
+        flow=TABULAR_FLOW_KIND.get(model),
         config=config,
         input={"features": features, "feature_names": names},
         preprocessing={"mean": standardizer.mean.tolist(), "std": standardizer.std.tolist()},
