@@ -54,7 +54,9 @@ def data_path(relative: str) -> Path:
 @pytest.fixture(autouse=True)
 def _deterministic_torch() -> None:
     torch.manual_seed(0)
-    torch.set_num_threads(1)  # tiny models: one thread is fastest and avoids contention
+    # One intra-op thread: the tiny test models gain nothing from more, and on a loaded machine
+    # OpenMP threads waiting for each other made them 40x slower.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -26,13 +26,13 @@ import httpx
 import numpy as np
 import yaml
 
-from tests.conftest import CARDIO_FILE, MAGNETIC_TILE_DIR, data_path
+from tests.conftest import CARDIO_FILE, MAGNETIC_TILE_DIR, REPO_ROOT, data_path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TABULAR_MODEL = "cardio-usflow"
 IMAGE_MODEL = "tile-image"
 REDIS_TEST_DB = 9
-TINY_FLOW = {"n_blocks": 2, "hidden": [32, 32], "epochs": 2}
+# Just enough training for a servable bundle (the learning tests use tabular_helpers.TINY_FLOW).
+BUNDLE_FLOW = {"n_blocks": 2, "hidden": [32, 32], "epochs": 2}
 
 _CACHE: dict[str, Any] = {}
 
@@ -68,7 +68,7 @@ def model_dir() -> Path:
     root = _cache_root()
     train, _ = cardio_rows()
     source = str(data_path(CARDIO_FILE))
-    overrides = dict(TINY_FLOW)
+    overrides = dict(BUNDLE_FLOW)
     run = train_tabular_run(
         train, "usflow", root / "runs" / TABULAR_MODEL, overrides=overrides, source=source
     )

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 
 from tests.conftest import CARDIO_FILE
 from training.tabular.data import TabularData, load_npz
@@ -30,10 +28,3 @@ def write_subset(source: Path, target: Path, rows: int, seed: int = 0) -> Path:
     chosen = np.sort(np.concatenate([anomalies, normals]))
     np.savez(target, X=x[chosen], y=y[chosen])
     return target
-
-
-@pytest.fixture(autouse=True)
-def single_torch_thread() -> None:
-    """One intra-op thread: these tiny models gain nothing from more, and on a loaded machine
-    OpenMP threads waiting for each other made them 40x slower."""
-    torch.set_num_threads(1)

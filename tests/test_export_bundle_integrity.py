@@ -17,14 +17,13 @@ import pytest
 import torch
 
 from service.bundle import BundleError, load_bundle
+from tests.conftest import REPO_ROOT
 from tests.export_support import CardioSplit, cardio_split, single_thread, train_tiny_tabular
 from training.cli import main
 from training.export.manifest import sha256_file
 from training.export.safety import UnsafeArtifactError, check_torchscript_archive, torchscript_pickle_globals
 from training.export.writer import export_bundle
 from training.runs import read_run, save_run
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -15,19 +15,11 @@ from models.flows import (
     make_mask,
 )
 from models.flows.conditioners import make_conditioner
+from tests.flow_support import randomise
 
 VECTOR = (6,)
 IMAGE = (4, 3, 3)
 DTYPES = [torch.float32, torch.float64]
-
-
-def _randomise(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
-    """Move every parameter off its (identity) initialisation so tests exercise real maps."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.add_(scale * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
-    return module
 
 
 def _layers(shape: tuple[int, ...]) -> dict[str, torch.nn.Module]:
@@ -44,7 +36,7 @@ def _layers(shape: tuple[int, ...]) -> dict[str, torch.nn.Module]:
         layers[f"affine_{kind}"] = MaskedAffineCoupling(make_conditioner(shape, hidden, 2), mask, clamp=1.5)
     # Whole flows compose many layers: a milder perturbation keeps them well conditioned, as
     # trained flows are, so float32 round-trips stay meaningful.
-    return {name: _randomise(layer, 0.05 if name.endswith("flow") else 0.3) for name, layer in layers.items()}
+    return {name: randomise(layer, 0.05 if name.endswith("flow") else 0.3) for name, layer in layers.items()}
 
 
 def _inverse(layer: torch.nn.Module, y: torch.Tensor) -> torch.Tensor:
@@ -95,7 +87,7 @@ def test_masks_are_complementary_and_valid() -> None:
 
 
 def test_lu_fixed_diagonal_has_unit_determinant_and_eval_cache_is_consistent() -> None:
-    layer = _randomise(LUAffine(5, fixed_diag_magnitude=True)).double()
+    layer = randomise(LUAffine(5, fixed_diag_magnitude=True)).double()
     assert "log_diag" not in dict(layer.named_parameters())
     matrix = layer.lower_matrix() @ layer.upper_matrix()
     assert torch.allclose(torch.linalg.det(matrix).abs(), torch.tensor(1.0, dtype=torch.float64))

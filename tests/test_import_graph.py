@@ -114,3 +114,14 @@ def test_service_never_imports_training_torch_or_anomalib() -> None:
         if target.split(".")[0] in SERVICE_FORBIDDEN
     )
     assert offenders == []
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared code lives in conftest.py (constants, fixtures) and plain ``*_support`` modules."""
+    offenders = sorted(
+        f"{path.name} imports {target}"
+        for path in sorted((REPO_ROOT / "tests").glob("*.py"))
+        for target in _imported(path, f"tests.{path.stem}")
+        if target.split(".")[:2] != ["tests", path.stem] and target.startswith("tests.test_")
+    )
+    assert offenders == []

@@ -227,7 +227,7 @@ def test_images_multipart_and_raw_body_with_maps_at_input_resolution(stack: Stac
 
 
 def _png_bomb() -> bytes:
-    from tests.test_service_images import png_header_only
+    from tests.image_support import png_header_only
 
     return png_header_only(50_000, 50_000)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CARDIO_FILE, GLASS_FILE
-from tests.tabular_helpers import TINY_FLOW, single_torch_thread, write_subset  # noqa: F401
+from tests.tabular_helpers import TINY_FLOW, write_subset
 from training.cli import main
 from training.tabular.bench import BenchSettings, read_results, run_benchmark
 from training.tabular.report import write_report

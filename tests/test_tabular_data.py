@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.tabular_helpers import cardio, single_torch_thread  # noqa: F401
+from tests.tabular_helpers import cardio
 from training.cli import main
 from training.commands.tabular import train_handler  # noqa: F401  (the CLI module imports cleanly)
 from training.tabular.bench import prepare_split

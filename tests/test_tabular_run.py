@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.flows import USFlow
-from tests.tabular_helpers import TINY, TINY_FLOW, cardio, single_torch_thread  # noqa: F401
+from tests.tabular_helpers import TINY, TINY_FLOW, cardio
 from training.cli import main
 from training.runs import load_scorer, read_run
 from training.tabular.data import holdout_split, one_class_split

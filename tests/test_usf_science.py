@@ -10,12 +10,12 @@ import torch
 from sklearn.datasets import make_moons
 
 from models.flows import NonUSFlow, USFlow, bilateral_log_normal_log_prob
-from tests.test_flow_layers import _randomise
+from tests.flow_support import randomise
 from training.loop import FitConfig, fit
 
 
 def test_usflow_log_det_is_constant_and_depends_on_parameters() -> None:
-    flow = _randomise(USFlow((6,), n_blocks=3, hidden=(16, 16), seed=0)).double()
+    flow = randomise(USFlow((6,), n_blocks=3, hidden=(16, 16), seed=0)).double()
     x = 3 * torch.randn(64, 6, dtype=torch.float64)
     _, logdet = flow(x)
     assert torch.allclose(logdet, logdet[0].expand_as(logdet), atol=1e-10)
@@ -27,21 +27,21 @@ def test_usflow_log_det_is_constant_and_depends_on_parameters() -> None:
 
 
 def test_usflow_image_log_det_is_constant() -> None:
-    flow = _randomise(USFlow((4, 3, 3), n_blocks=2, hidden=(8,), mask="checkerboard", seed=0)).double()
+    flow = randomise(USFlow((4, 3, 3), n_blocks=2, hidden=(8,), mask="checkerboard", seed=0)).double()
     _, logdet = flow(torch.randn(8, 4, 3, 3, dtype=torch.float64))
     assert torch.allclose(logdet, logdet[0].expand_as(logdet), atol=1e-10)
     assert torch.allclose(logdet[0], flow.final.log_abs_det() * 9)
 
 
 def test_nonusflow_log_det_varies_with_input() -> None:
-    flow = _randomise(NonUSFlow((6,), n_blocks=3, hidden=(16, 16), seed=0)).double()
+    flow = randomise(NonUSFlow((6,), n_blocks=3, hidden=(16, 16), seed=0)).double()
     _, logdet = flow(3 * torch.randn(64, 6, dtype=torch.float64))
     assert float(logdet.detach().std()) > 1e-3
 
 
 def test_equation_5_nll_is_deep_svdd_objective() -> None:
     center = torch.tensor([0.5, -1.0, 2.0, 0.0, 1.0])
-    flow = _randomise(USFlow((5,), n_blocks=3, hidden=(16,), center=center, seed=3)).double()
+    flow = randomise(USFlow((5,), n_blocks=3, hidden=(16,), center=center, seed=3)).double()
     x = torch.randn(50, 5, dtype=torch.float64)
     z = flow.latent(x)
     expected = (z - center.double()).pow(2).sum(1) - flow.log_abs_det_constant() + 5 / 2 * math.log(math.pi)
@@ -50,10 +50,10 @@ def test_equation_5_nll_is_deep_svdd_objective() -> None:
 
 def test_latent_norm_ranks_like_nll_for_usflow_only() -> None:
     x = 2 * torch.randn(300, 6, dtype=torch.float64)
-    usf = _randomise(USFlow((6,), n_blocks=3, hidden=(16,), seed=0), 0.1).double()
+    usf = randomise(USFlow((6,), n_blocks=3, hidden=(16,), seed=0), 0.1).double()
     norm, nll = usf.score(x)
     assert torch.equal(torch.argsort(norm), torch.argsort(nll))
-    non = _randomise(NonUSFlow((6,), n_blocks=3, hidden=(16,), seed=0), 0.1).double()
+    non = randomise(NonUSFlow((6,), n_blocks=3, hidden=(16,), seed=0), 0.1).double()
     norm, nll = non.score(x)
     assert not torch.equal(torch.argsort(norm), torch.argsort(nll)), "the contrast case must differ"
 
