@@ -105,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``usfad`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: `usfad serve` passes it on
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.error("no command given")

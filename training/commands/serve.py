@@ -11,6 +11,7 @@ import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from service import settings as service_settings
@@ -59,17 +60,31 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     bench.set_defaults(handler=run_bench)
 
 
-def _service_argv(command: str, args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
-    """Rebuild ``python -m service COMMAND --flag value …`` from parsed flags."""
-    argv = [sys.executable, "-m", "service", command]
-    for name in names:
-        value = getattr(args, name, None)
-        if value is None:
-            continue
-        flag = "--" + name.replace("_", "-")
-        for item in value if isinstance(value, list) else [value]:
-            argv += [flag, str(item)]
-    return argv
+# Flags of ``usfad serve`` itself, not passed on to ``python -m service serve``: name -> takes a value.
+OWN_FLAGS = {"--demo": False, "--demo-dir": True}
+
+
+def _service_argv(command: str, args: argparse.Namespace, extra: Sequence[str] = ()) -> list[str]:
+    """``python -m service COMMAND`` followed by the user's own arguments (``args.argv``).
+
+    The arguments after the command name are passed on as typed (the ``USFAD_*`` variables
+    reach the new process through the environment), minus ``usfad serve``'s own flags, then
+    ``extra``. argparse keeps the last value of a repeated flag, so ``extra`` wins.
+    """
+    typed = list(getattr(args, "argv", None) or [])
+    passed: list[str] = []
+    if command in typed:
+        skip = False
+        for item in typed[typed.index(command) + 1 :]:
+            if skip:
+                skip = False
+                continue
+            name = item.split("=", 1)[0]
+            if name in OWN_FLAGS:
+                skip = OWN_FLAGS[name] and "=" not in item
+                continue
+            passed.append(item)
+    return [sys.executable, "-m", "service", command, *passed, *extra]
 
 
 def demo_dir(args: argparse.Namespace) -> Path:
@@ -88,7 +103,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if built.returncode != 0:
             print("error: building the demo bundles failed (see above)", file=sys.stderr)
             return built.returncode
-        args.model_dir = str(cache / "bundles")
+        extra = ["--model-dir", str(cache / "bundles")]
         from training.demo import curl_examples
 
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
@@ -96,7 +111,9 @@ def run_serve(args: argparse.Namespace) -> int:
         for line in curl_examples(cache, f"http://{host}:{args.port}"):
             print(line)
         print(f"\nOpenAPI: http://{host}:{args.port}/docs\n", flush=True)
-    argv = _service_argv("serve", args, API_SETTINGS)
+    else:
+        extra = []
+    argv = _service_argv("serve", args, extra)
     sys.stdout.flush()
     os.execv(sys.executable, argv)
     return 0  # not reached
@@ -107,7 +124,7 @@ def run_worker(args: argparse.Namespace) -> int:
     if not args.redis_url:
         print("error: --redis-url (or USFAD_REDIS_URL) is required for a worker", file=sys.stderr)
         return 2
-    os.execv(sys.executable, _service_argv("worker", args, WORKER_SETTINGS))
+    os.execv(sys.executable, _service_argv("worker", args))
     return 0  # not reached
 
 
