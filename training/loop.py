@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,6 +60,16 @@ class FitConfig:
     max_seconds: float | None = None
     monitor: str = "train"  # "train" or "val": which epoch loss drives early stopping
     lr_schedule: LinearLRSchedule | None = None  # None: constant learning rate
+
+    @classmethod
+    def from_settings(cls, settings: object, **overrides: Any) -> FitConfig:
+        """One stage's config from a command's settings: same-named fields, then ``overrides``.
+
+        The tabular ``TrainingSettings`` and the image ``ImageTrainSettings`` carry the knobs of
+        their commands; this is the one place their shared fields become a ``FitConfig``.
+        """
+        shared = {f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)}
+        return cls(**{**shared, **overrides})
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.families import IMAGE_FAMILIES, IMAGE_FLOW_KINDS
+from training.commands.overrides import add_set_option
 
 if TYPE_CHECKING:
     from training.image.folder import FolderLayout
@@ -78,6 +79,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="random-init backbone (stamped as 'random-init' in every output)",
     )
     parser.add_argument("--max-train-images", type=int, help="use at most this many training images")
+    add_set_option(parser, '--set lr=3e-4 --set model_args=\'{"flow_steps": 4}\' (any training setting)')
     parser.add_argument("--max-test-images", type=int, help="evaluate on at most this many test images")
     parser.add_argument("--max-seconds", type=float, help="time budget per training run")
     layout = parser.add_argument_group(
@@ -176,6 +178,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "max_test_images": args.max_test_images,
         "max_seconds": args.max_seconds,
         "folder_layout": _folder_layout(args),
+        **dict(getattr(args, "overrides", [])),  # --set KEY=VALUE, the style shared with train tabular
     }
 
 

@@ -5,23 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from models.families import TABULAR_FAMILIES
+from training.commands.overrides import add_set_option
 
 TORCH_MODELS = ", ".join(TABULAR_FAMILIES)
 DEFAULT_BENCH_MODELS = "usflow,nonusflow,deep_svdd,oneflow,dohsc,knn,iforest"
-
-
-def _parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` with ``value`` read as JSON when possible (numbers, lists, null)."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
-    key, raw = text.split("=", 1)
-    try:
-        return key.strip(), json.loads(raw)
-    except json.JSONDecodeError:
-        return key.strip(), raw
 
 
 def register(groups: dict[str, argparse._SubParsersAction]) -> None:
@@ -39,15 +28,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "--label-column", default=None, help="CSV column with 0/1 labels; rows with 1 are dropped"
     )
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        type=_parse_override,
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a default, e.g. --set epochs=20 --set hidden=[64,64] (repeatable)",
-    )
+    add_set_option(train, "--set epochs=20 --set hidden=[64,64]")
     train.set_defaults(handler=train_handler)
 
     bench = groups["bench"].add_parser(

@@ -267,19 +267,7 @@ def train_image_run(
         rows = index.long().to(features[0].device)
         return module.loss([f[rows] for f in features])
 
-    config = FitConfig(
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        lr=settings.lr,
-        weight_decay=settings.weight_decay,
-        grad_clip=settings.grad_clip,
-        patience=settings.patience,
-        seed=seed,
-        device=settings.device,
-        max_seconds=settings.max_seconds,
-        monitor="val",
-        lr_schedule=settings.lr_schedule,
-    )
+    config = FitConfig.from_settings(settings, seed=seed, monitor="val")
 
     def log_epoch(epoch: int, train_loss: float, val_loss: float | None) -> None:
         logger.info(

@@ -46,17 +46,9 @@ class TrainingSettings:
         weight_decay: float | None = None,
         lr: float | None = None,
     ) -> FitConfig:
-        """The :class:`FitConfig` for one training stage."""
-        return FitConfig(
-            epochs=self.epochs if epochs is None else epochs,
-            batch_size=self.batch_size,
-            lr=self.lr if lr is None else lr,
-            weight_decay=self.weight_decay if weight_decay is None else weight_decay,
-            patience=self.patience,
-            min_delta=self.min_delta,
-            seed=seed,
-            max_seconds=self.max_seconds,
-        )
+        """The :class:`FitConfig` for one training stage (``None``: this stage keeps the setting)."""
+        changed = {"epochs": epochs, "weight_decay": weight_decay, "lr": lr}
+        return FitConfig.from_settings(self, seed=seed, **{k: v for k, v in changed.items() if v is not None})
 
 
 TRAINING_KEYS = {f.name for f in fields(TrainingSettings)}
