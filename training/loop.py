@@ -45,19 +45,29 @@ class LinearLRSchedule:
 
 
 @dataclass
-class FitConfig:
-    """Hyper-parameters of :func:`fit` (defaults: the paper's tabular flow setting)."""
+class Optimisation:
+    """The optimisation knobs every training command shares (defaults: the paper's tabular flows).
+
+    ``FitConfig`` and the tabular ``TrainingSettings`` extend it; the image command's
+    ``ImageTrainSettings`` has its own defaults and reaches ``fit`` via ``FitConfig.from_settings``.
+    """
 
     epochs: int = 200
     batch_size: int = 64
     lr: float = 1e-4
     weight_decay: float = 0.0
-    grad_clip: float | None = 10.0
     patience: int = 5
     min_delta: float = 1e-4
+    max_seconds: float | None = None  # optional time budget of one fit
+
+
+@dataclass
+class FitConfig(Optimisation):
+    """Hyper-parameters of :func:`fit`: the shared :class:`Optimisation` plus these."""
+
+    grad_clip: float | None = 10.0
     seed: int = 0
     device: str = "cpu"
-    max_seconds: float | None = None
     monitor: str = "train"  # "train" or "val": which epoch loss drives early stopping
     lr_schedule: LinearLRSchedule | None = None  # None: constant learning rate
 

@@ -24,7 +24,6 @@ from service.contract import (
 
 __all__ = [
     "MANIFEST_FILE",
-    "assemble_manifest",
     "build_manifest",
     "input_spec",
     "output_names",
@@ -91,6 +90,7 @@ def build_manifest(
     created: str,
     opset: int | None,
     parity: dict[str, Any] | None = None,
+    check: bool = True,
 ) -> dict[str, Any]:
     """The full manifest of a bundle exported from ``run`` with file checksums ``files``.
 
@@ -98,26 +98,14 @@ def build_manifest(
 
     The version's hash part comes from ``model.onnx`` (or ``model.pt`` for a TorchScript-only
     bundle), so two exports of different graphs never share a version. Raises
-    ``ContractError`` for anything the loader would refuse (e.g. repeated feature names).
+    ``ContractError`` for anything the loader would refuse (e.g. repeated feature names);
+    ``check=False`` skips that (only the contract tests use it).
     """
-    validate_name(name)
-    manifest = assemble_manifest(run, name, files, created, opset, parity)
-    check_manifest(manifest)
-    return manifest
-
-
-def assemble_manifest(
-    run: RunRecord | dict[str, Any],
-    name: str,
-    files: dict[str, str],
-    created: str,
-    opset: int | None,
-    parity: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The manifest's keys from ``run``, unchecked (:func:`build_manifest` checks them)."""
+    if check:
+        validate_name(name)
     run = _run_dict(run)
     primary = files.get("model.onnx") or files["model.pt"]
-    return {
+    manifest = {
         "format_version": FORMAT_VERSION,
         "name": name,
         "version": bundle_version(created, primary),
@@ -134,3 +122,6 @@ def assemble_manifest(
         "parity": parity,
         "files": dict(sorted(files.items())),
     }
+    if check:
+        check_manifest(manifest)
+    return manifest

@@ -21,23 +21,16 @@ from models.factory import build_detector
 from models.families import TABULAR_FAMILIES
 from models.tabular.deep_svdd import BiasFreeMLP
 from models.tabular.dohsc import OrthogonalProjectionEncoder, init_normal
-from training.loop import FitConfig, FitResult, fit
+from training.loop import FitConfig, FitResult, Optimisation, fit
 
 
 @dataclass
-class TrainingSettings:
-    """Optimisation settings (defaults: the paper's tabular flow setting)."""
+class TrainingSettings(Optimisation):
+    """Optimisation settings of a tabular run: the shared :class:`Optimisation` plus pretraining."""
 
-    epochs: int = 200
-    batch_size: int = 64
-    lr: float = 1e-4
-    patience: int = 5
-    min_delta: float = 1e-4
-    weight_decay: float = 0.0
     pretrain_epochs: int = 10  # autoencoder pretraining (Deep SVDD, DOHSC, DO2HSC)
     pretrain_lr: float | None = None  # learning rate of the pretraining (None: ``lr``)
     warmup_epochs: int = 20  # DO2HSC: DOHSC epochs before the radii are fixed (at most ``epochs``)
-    max_seconds: float | None = None  # optional time budget per training stage
 
     def fit_config(
         self,
