@@ -6,12 +6,14 @@ embedded mode it also runs one ``BatchingWorker`` in a thread of this process.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import anyio
 import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -22,6 +24,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp
 
 from service.errors import InputError
+from service.fast_path import TabularFastPath
 from service.http_errors import error_response, install_error_handlers
 from service.metrics import ApiMetrics
 from service.middleware import BodySizeLimit, RequestMetrics
@@ -42,6 +45,8 @@ from service.worker import BatchingWorker, heavy_modules_loaded
 
 IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream")
 OFFLOAD_BYTES = 256 * 1024  # tabular bodies larger than this are parsed in a worker thread
+IMAGE_THREADS = max(2, os.cpu_count() or 1)  # threads decoding images and drawing maps at once
+T = TypeVar("T")
 
 
 def create_app(
@@ -55,6 +60,7 @@ def create_app(
     ``embedded_worker`` (if given) runs in a thread of this process while the app lives.
     """
     registry = registry or CollectorRegistry()
+    pixels = _PixelThreads()
     metrics = ApiMetrics(registry)
     catalog = ManifestCatalog(settings.model_dir, settings.reload_interval_s)
     scorer = Scorer(settings, queue, catalog, metrics)
@@ -62,6 +68,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        pixels.limiter = anyio.CapacityLimiter(IMAGE_THREADS)
         catalog.refresh(force=True)
         await queue.start()  # Redis: the asyncio client and this process's reply listener
         thread = None
@@ -106,15 +113,20 @@ def create_app(
         awaited without holding a thread, and the answer is serialised with orjson.
         """
         request.state.request_id = request_id = new_request_id()
+        state = request.scope.setdefault("state", {})
         body = await request.body()
+        answer = await tabular(request_id, request.headers.get("content-type"), body, state)
+        return Response(answer, media_type="application/json")
+
+    async def tabular(request_id: str, content_type: str | None, body: bytes, state: dict[str, Any]) -> bytes:
+        """The tabular endpoint's work, shared by the FastAPI route and ``TabularFastPath``."""
         if len(body) > OFFLOAD_BYTES:  # parsing and checking big bodies would stall the event loop
             call, inputs = await run_in_threadpool(_tabular_call, scorer, body)
         else:
             call, inputs = _tabular_call(scorer, body)
-        request.state.model = call.model
+        state["model"] = call.model
         result = await scorer.submit(request_id, call.model, call.version, inputs, call.timeout_s)
-        answer = scorer.tabular_answer(request_id, call.model, result, call.threshold)
-        return Response(answer, media_type="application/json")
+        return scorer.tabular_answer(request_id, call.model, result, call.threshold)
 
     @app.post(
         "/score/image",
@@ -147,7 +159,7 @@ def create_app(
             MapFormat, Query(description="anomaly map: none, png (heat map) or array")
         ] = MapFormat.png,
         timeout_s: Annotated[float | None, Query(gt=0, le=300, description="deadline in seconds")] = None,
-    ) -> ImageResponse:
+    ) -> Response:
         """Score images (multipart files, or one image as the raw body): score, ``is_anomaly``, anomaly map.
 
         The map has the input image's own width and height, pixel-aligned with it.
@@ -173,10 +185,10 @@ def create_app(
         version = fields.get("version", version)
         threshold = _form_float(fields, "threshold", threshold)
         map_format = _form_map(fields, map)
-        inputs, originals = await run_in_threadpool(scorer.image_inputs, model, version, uploads)
+        inputs, originals = await pixels.run(scorer.image_inputs, model, version, uploads)
         request.state.model = model
         result = await scorer.submit(request.state.request_id, model, version, inputs, timeout_s)
-        return await run_in_threadpool(
+        answer = await pixels.run(
             scorer.image_answer,
             request.state.request_id,
             model,
@@ -186,6 +198,7 @@ def create_app(
             threshold,
             map_format,
         )
+        return Response(answer, media_type="application/json")
 
     # -- models, health, metrics ----------------------------------------------------------------
     @app.get("/models", tags=["models"])
@@ -253,7 +266,22 @@ def create_app(
             pass
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return BodySizeLimit(RequestMetrics(app, metrics), settings.max_body_bytes)
+    fast = TabularFastPath(app, tabular, settings)
+    return BodySizeLimit(RequestMetrics(fast, metrics), settings.max_body_bytes)
+
+
+class _PixelThreads:
+    """Image decoding and map drawing in at most ``IMAGE_THREADS`` threads at once.
+
+    Pillow and zlib release the GIL, so these threads use the other cores; but with one thread
+    per waiting request (up to ``api_threads``), dozens of them woke at once and fought the
+    event loop for the GIL between C calls, and latency grew to seconds (py-spy).
+    """
+
+    limiter: anyio.CapacityLimiter | None = None  # made in the lifespan (it needs the event loop)
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(function, *args), limiter=self.limiter)
 
 
 def _tabular_call(scorer: Scorer, body: bytes) -> tuple[TabularCall, np.ndarray]:

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from typing import Any
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``usfad bench serve``."""
     parser.add_argument("--model-dir", required=True, type=Path, help="bundle directory of the served models")
-    parser.add_argument("--model", required=True, help="tabular model to drive")
+    parser.add_argument("--model", required=True, help="model to drive (tabular or image)")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="API base URL (ignored with --spawn)")
     parser.add_argument(
         "--spawn",
@@ -58,6 +59,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="processes the clients are spread over",
     )
     parser.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help="image models: the file to send (e.g. a Magnetic Tile JPEG, resized by the service); "
+        "default: a generated PNG at the model's own size",
+    )
+    parser.add_argument(
+        "--upload", choices=("raw", "multipart"), default="raw", help="image models: raw body or multipart"
+    )
+    parser.add_argument(
+        "--map", choices=("none", "png", "array"), default="png", help="image models: anomaly map format"
+    )
+    parser.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also start and drive the bare floor app (benchmarks/floor_app.py) at each level",
+    )
+    parser.add_argument("--floor-port", type=int, default=8099, help="port of the floor app")
 
 
 def rss_mb(pid: int) -> float:
@@ -82,8 +103,18 @@ def _batch_totals(urls: list[str], model: str) -> tuple[float, float]:
     return total, count
 
 
+@dataclass(frozen=True)
+class RequestSpec:
+    """One pre-built request: path with query, content type, body, and the rows/images it holds."""
+
+    path: str
+    content_type: str
+    body: bytes
+    items: int
+
+
 def _drive_processes(
-    executor: Any, processes: int, url: str, body: bytes, concurrency: int, duration: float
+    executor: Any, processes: int, url: str, spec: RequestSpec, concurrency: int, duration: float
 ) -> tuple[list[float], int, float]:
     """Split ``concurrency`` clients over up to ``processes`` client processes (``_drive`` in each).
 
@@ -92,7 +123,7 @@ def _drive_processes(
     """
     count = max(1, min(processes, concurrency))
     shares = [concurrency // count + (1 if index < concurrency % count else 0) for index in range(count)]
-    futures = [executor.submit(_drive, url, body, share, duration) for share in shares]
+    futures = [executor.submit(_drive, url, spec, share, duration) for share in shares]
     latencies: list[float] = []
     errors = 0
     cpu = 0.0
@@ -104,8 +135,8 @@ def _drive_processes(
     return latencies, errors, cpu
 
 
-def _drive(url: str, body: bytes, concurrency: int, duration: float) -> tuple[list[float], int, float]:
-    """``concurrency`` threads, each posting ``body`` over its own keep-alive connection.
+def _drive(url: str, spec: RequestSpec, concurrency: int, duration: float) -> tuple[list[float], int, float]:
+    """``concurrency`` threads, each posting ``spec`` over its own keep-alive connection.
 
     Each client (a thread) writes one pre-built HTTP/1.1 request and reads the status line, the headers and
     ``Content-Length`` bytes of body from a buffered socket: the cheapest client the standard
@@ -117,10 +148,10 @@ def _drive(url: str, body: bytes, concurrency: int, duration: float) -> tuple[li
 
     host, port = url.removeprefix("http://").split(":")
     head = (
-        f"POST /score/tabular HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"POST {spec.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {spec.content_type}\r\n"
+        f"Content-Length: {len(spec.body)}\r\n\r\n"
     ).encode()
-    request = head + body
+    request = head + spec.body
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -173,25 +204,118 @@ def _cpu_all(roles: dict[str, int]) -> dict[str, float]:
     return seconds
 
 
-def _direct_rows_per_s(bundle: Any, rows: Any, batch: int, seconds: float = 1.0) -> float:
+def _direct_rows_per_s(bundle: Any, spec: RequestSpec, batch: int, seconds: float = 1.0) -> float:
+    """Rows (or images) per second of ONNX Runtime called directly on batches of ``batch``.
+
+    Tabular: ``session.run`` on ``batch`` rows. Images: Pillow decode and resize of ``batch``
+    copies of the request's image, then ``session.run`` on the stacked batch, the work the
+    service cannot avoid.
+    """
     import numpy as np
 
-    inputs = np.ascontiguousarray(np.resize(rows, (batch, rows.shape[1])).astype(np.float32))
-    bundle.run(inputs)
+    if bundle.manifest.kind == "tabular":
+        rows = np.asarray(json.loads(spec.body)["rows"], dtype=np.float32)
+        inputs = np.ascontiguousarray(np.resize(rows, (batch, rows.shape[1])))
+
+        def work() -> None:
+            bundle.run(inputs)
+
+    else:
+        from service.images import decode_image, resize_for_model
+
+        data = _image_bytes(spec)
+        height, width = bundle.manifest.image_size
+
+        def work() -> None:
+            pixels = [decode_image(data, bundle.manifest.color_mode) for _ in range(batch)]
+            bundle.run(np.stack([resize_for_model(image, height, width) for image in pixels]))
+
+    work()
     done = 0
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
-        bundle.run(inputs)
+        work()
         done += batch
     return done / (time.perf_counter() - started)
 
 
-def _peak_direct(bundle: Any, rows: Any, max_batch: int) -> tuple[int, float]:
+def _peak_direct(bundle: Any, spec: RequestSpec, max_batch: int) -> tuple[int, float]:
     """(batch size, rows/s) of the fastest direct ONNX Runtime run over batch sizes up to ``max_batch``."""
     sizes = sorted({1, 8, 64, 256, 1024, max_batch} & set(range(1, max(max_batch, 1) + 1)))
-    speeds = {size: _direct_rows_per_s(bundle, rows, size, seconds=0.5) for size in sizes}
+    if bundle.manifest.kind == "image":
+        sizes = [size for size in sizes if size <= 64]
+    speeds = {size: _direct_rows_per_s(bundle, spec, size, seconds=0.5) for size in sizes}
     best = max(speeds, key=speeds.__getitem__)
     return best, speeds[best]
+
+
+def _image_bytes(spec: RequestSpec) -> bytes:
+    """The image inside a request (raw body, or the one file of a multipart body)."""
+    if not spec.content_type.startswith("multipart/"):
+        return spec.body
+    boundary = spec.content_type.split("boundary=", 1)[1].encode()
+    part = spec.body.split(b"--" + boundary)[1]
+    return part.split(b"\r\n\r\n", 1)[1].removesuffix(b"\r\n")
+
+
+def build_request(args: argparse.Namespace, manifest: Any) -> RequestSpec:
+    """The request the clients send, for a tabular or an image model."""
+    import numpy as np
+
+    count = max(1, args.rows_per_request)
+    if manifest.kind == "tabular":
+        rows = np.random.default_rng(0).normal(size=(count, manifest.features)).astype(np.float32)
+        body = json.dumps({"model": args.model, "rows": rows.tolist()}).encode()
+        return RequestSpec("/score/tabular", "application/json", body, count)
+    if args.image is not None:
+        data = args.image.read_bytes()
+        kind = "jpeg" if args.image.suffix.lower() in (".jpg", ".jpeg") else args.image.suffix.lower()[1:]
+    else:
+        data, kind = _generated_png(manifest), "png"
+    path = f"/score/image?model={args.model}&map={args.map}"
+    if args.upload == "raw":
+        if count != 1:
+            raise SystemExit("--upload raw sends one image per request; use --upload multipart")
+        return RequestSpec(path, f"image/{kind}", data, 1)
+    boundary = "usfadbenchboundary"
+    part = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"part.{kind}\"\r\n"
+        f"Content-Type: image/{kind}\r\n\r\n"
+    ).encode()
+    body = b"".join([part + data + b"\r\n"] * count) + f"--{boundary}--\r\n".encode()
+    return RequestSpec(path, f"multipart/form-data; boundary={boundary}", body, count)
+
+
+def _generated_png(manifest: Any) -> bytes:
+    """A smooth noisy PNG at the model's own size (nothing to resize)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    height, width = manifest.image_size
+    rng = np.random.default_rng(0)
+    base = np.add.outer(np.linspace(40, 200, height), np.linspace(0, 40, width))
+    pixels = np.clip(base[:, :, None] + rng.normal(0, 8, (height, width, manifest.channels)), 0, 255)
+    buffer = io.BytesIO()
+    image = pixels.astype(np.uint8)
+    Image.fromarray(image[:, :, 0] if manifest.channels == 1 else image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _spawn_floor(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    """Start ``benchmarks/floor_app.py`` (one uvicorn process) on ``--floor-port``."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "floor_app.py"
+    if not script.is_file():
+        raise SystemExit(f"{script} not found (the floor app lives in the repository); use --no-floor")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.ort_threads)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(script.parents[1]), env.get("PYTHONPATH")]))
+    command = [sys.executable, str(script), "--model-dir", str(args.model_dir)]
+    command += ["--port", str(args.floor_port), "--ort-threads", str(args.ort_threads)]
+    process = subprocess.Popen(command, env=env)
+    url = f"http://127.0.0.1:{args.floor_port}"
+    _wait_ready(url)
+    return process, url
 
 
 def _wait_ready(url: str, timeout_s: float = 60) -> None:
@@ -261,67 +385,86 @@ def _delete_keys(url: str, prefix: str) -> None:
         client.delete(*keys)
 
 
+def _level(
+    executor: Any, args: argparse.Namespace, url: str, spec: RequestSpec, concurrency: int
+) -> dict[str, Any]:
+    """Drive ``url`` at ``concurrency`` for ``--duration``: throughput and latency percentiles."""
+    import numpy as np
+
+    started = time.perf_counter()
+    latencies, errors, client_cpu = _drive_processes(
+        executor, args.client_processes, url, spec, concurrency, args.duration
+    )
+    elapsed = time.perf_counter() - started
+    quantiles = [
+        float(np.percentile(latencies, q)) * 1000 if latencies else float("nan")
+        for q in (50, 95, 99)
+    ]
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "rows_per_s": len(latencies) * spec.items / elapsed,
+        "p50_ms": quantiles[0],
+        "p95_ms": quantiles[1],
+        "p99_ms": quantiles[2],
+        "client_cpu_s": client_cpu,
+    }
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark and print the table."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    import numpy as np
-
     from service.bundle import load_bundle
 
     bundle = load_bundle(args.model_dir / args.model, device="cpu", threads=args.ort_threads)
-    rng = np.random.default_rng(0)
-    rows = rng.normal(size=(max(1, args.rows_per_request), bundle.manifest.features)).astype(np.float32)
-    body = json.dumps({"model": args.model, "rows": rows.tolist()}).encode()
+    spec = build_request(args, bundle.manifest)
     processes: list[subprocess.Popen] = []
     roles = {f"pid-{pid}": pid for pid in args.pid}
     url, metrics_urls = args.url, list(args.metrics_url)
+    floor_url = None
     executor: ProcessPoolExecutor | None = None
     try:
         if args.spawn != "none":
             processes, url, metrics_urls, roles = _spawn(args)
         elif not metrics_urls:
             metrics_urls = [f"{url}/metrics"]
+        if args.floor:
+            floor, floor_url = _spawn_floor(args)
+            processes.append(floor)
         executor = ProcessPoolExecutor(args.client_processes, mp_context=multiprocessing.get_context("spawn"))
-        _drive_processes(
-            executor, args.client_processes, url, body, 4 * args.client_processes, 1.0
-        )  # warm-up
-        peak_batch, peak = _peak_direct(bundle, rows, args.max_batch)
+        for target in filter(None, (url, floor_url)):  # warm-up
+            _drive_processes(executor, args.client_processes, target, spec, 4 * args.client_processes, 1.0)
+        peak_batch, peak = _peak_direct(bundle, spec, args.max_batch)
         results = []
         for concurrency in (int(item) for item in args.concurrency.split(",")):
             before = _batch_totals(metrics_urls, args.model)
             cpu_before = _cpu_all(roles)
-            started = time.perf_counter()
-            latencies, errors, client_cpu = _drive_processes(
-                executor, args.client_processes, url, body, concurrency, args.duration
-            )
-            elapsed = time.perf_counter() - started
-            cpu_after = {**_cpu_all(roles), "client": client_cpu}
+            level = _level(executor, args, url, spec, concurrency)
+            cpu_after = {**_cpu_all(roles), "client": level.pop("client_cpu_s")}
             cpu_before["client"] = 0.0
             after = _batch_totals(metrics_urls, args.model)
             batches = after[1] - before[1]
             mean_batch = (after[0] - before[0]) / batches if batches else float("nan")
-            served = len(latencies) * args.rows_per_request / elapsed
-            batch = max(1, round(mean_batch)) if mean_batch == mean_batch else args.rows_per_request
-            direct = _direct_rows_per_s(bundle, rows, batch)
-            p50, p95, p99 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 95, 99))
-            requests = max(1, len(latencies) + errors)
+            floor_level = _level(executor, args, floor_url, spec, concurrency) if floor_url else None
+            batch = max(1, round(mean_batch)) if mean_batch == mean_batch else spec.items
+            direct = _direct_rows_per_s(bundle, spec, batch)
+            requests = max(1, level["requests"] + level["errors"])
             results.append(
                 {
                     "concurrency": concurrency,
-                    "requests": len(latencies),
-                    "errors": errors,
-                    "rows_per_s": served,
-                    "p50_ms": p50,
-                    "p95_ms": p95,
-                    "p99_ms": p99,
+                    **level,
                     "mean_batch": mean_batch,
                     "direct_rows_per_s": direct,
-                    "ratio": served / direct,
+                    "ratio": level["rows_per_s"] / direct,
                     "peak_direct_rows_per_s": peak,
                     "peak_direct_batch": peak_batch,
-                    "peak_ratio": served / peak,
+                    "peak_ratio": level["rows_per_s"] / peak,
+                    "floor": floor_level,
+                    "floor_ratio": level["rows_per_s"] / floor_level["rows_per_s"]
+                    if floor_level and floor_level["rows_per_s"]
+                    else None,
                     "cpu_ms_per_request": {
                         role: (cpu_after[role] - cpu_before[role]) * 1000 / requests for role in cpu_after
                     },
@@ -340,35 +483,54 @@ def main(args: argparse.Namespace) -> int:
                 process.kill()
         if args.spawn == "redis":
             _delete_keys(args.redis_url, f"usfad-bench-{os.getpid()}")
-    _print_table(args, results, memory)
+    _print_table(args, spec, bundle.manifest.kind, results, memory)
     if args.json_out:
         args.json_out.write_text(json.dumps({"results": results, "rss_mb": memory}, indent=2))
     return 0
 
 
-def _print_table(args: argparse.Namespace, results: list[dict[str, Any]], memory: dict[str, float]) -> None:
+def _print_table(
+    args: argparse.Namespace,
+    spec: RequestSpec,
+    kind: str,
+    results: list[dict[str, Any]],
+    memory: dict[str, float],
+) -> None:
+    unit = "rows" if kind == "tabular" else "img"
+    what = f"{spec.items} row(s)/request" if kind == "tabular" else (
+        f"{spec.items} image(s)/request ({args.upload}, {spec.content_type.split(';')[0]}, "
+        f"{len(spec.body)} bytes), map={args.map}"
+    )
     print(
-        f"\nmodel {args.model}, {args.rows_per_request} row(s)/request, {args.duration:g} s per level, "
-        f"spawn={args.spawn}, API workers={args.api_workers}, max batch={args.max_batch}, "
+        f"\nmodel {args.model}, {what}, {args.duration:g} s per level, "
+        f"spawn={args.spawn}, workers={args.workers if args.spawn == 'redis' else 'embedded'}, "
+        f"API workers={args.api_workers}, max batch={args.max_batch}, "
         f"max delay={args.max_delay_ms:g} ms, ORT threads={args.ort_threads}, "
-        f"client processes={args.client_processes}"
+        f"client processes={args.client_processes}, load average {os.getloadavg()[0]:.1f}"
     )
     print(
-        "| concurrency | requests | errors | service rows/s | p50 ms | p95 ms | p99 ms | mean batch "
-        "| direct ORT rows/s (same batch) | service / direct (same batch) | service / peak direct "
-        "| CPU ms per request |"
+        f"| concurrency | requests | errors | service {unit}/s | p50 ms | p95 ms | p99 ms | mean batch "
+        f"| floor {unit}/s | floor p50 ms | service / floor | direct ORT {unit}/s (same batch) "
+        "| service / direct (same batch) | service / peak direct | CPU ms per request |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         cpu = ", ".join(f"{role} {ms:.2f}" for role, ms in r["cpu_ms_per_request"].items())
+        floor = r["floor"]
+        floor_cells = (
+            f"{floor['rows_per_s']:.0f} | {floor['p50_ms']:.2f} | {r['floor_ratio']:.1%}"
+            if floor and r["floor_ratio"] is not None
+            else "- | - | -"
+        )
         print(
             f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['rows_per_s']:.0f} "
-            f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} "
-            f"| {r['direct_rows_per_s']:.0f} | {r['ratio']:.1%} | {r['peak_ratio']:.1%} | {cpu} |"
+            f"| {r['p50_ms']:.2f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} "
+            f"| {floor_cells} | {r['direct_rows_per_s']:.0f} | {r['ratio']:.1%} | {r['peak_ratio']:.1%} "
+            f"| {cpu} |"
         )
     if results:
         print(
-            f"\npeak direct ONNX Runtime: {results[0]['peak_direct_rows_per_s']:.0f} rows/s "
+            f"\npeak direct ONNX Runtime: {results[0]['peak_direct_rows_per_s']:.0f} {unit}/s "
             f"at batch {results[0]['peak_direct_batch']}"
         )
     if memory:

@@ -85,11 +85,7 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validationerror_response(request: Request, error: RequestValidationError) -> JSONResponse:
-        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
-        if first.get("type") == "json_invalid":
-            position = first.get("loc", ("body", "?"))[-1]
-            return error_response(422, f"body is not valid JSON (near character {position})", "body")
-        return error_response(422, str(first.get("msg")), field_of(tuple(first.get("loc", ()))))
+        return _validation_response(error)
 
     @app.exception_handler(StarletteHTTPException)
     async def httperror_response(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -103,3 +99,33 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         LOG.exception("unexpected error on %s", request.url.path)
         return error_response(500, f"internal error ({type(error).__name__}); see the server log")
+
+
+def exception_response(error: Exception, request_id: str | None, settings: Settings) -> JSONResponse | None:
+    """The answer ``install_error_handlers`` gives ``error``, for code outside FastAPI (the fast path).
+
+    ``None`` for ``BodyTooLarge``, which the body-limit middleware answers itself.
+    """
+    retry = {"Retry-After": str(settings.retry_after_s)}
+    if isinstance(error, BodyTooLarge):
+        return None
+    if isinstance(error, InputError | ServiceError):
+        return error_response(error.status, error.message, error.field, request_id)
+    if isinstance(error, ModelNotFound):
+        return error_response(404, str(error.args[0]), "model", request_id)
+    if isinstance(error, QueueFull):
+        return error_response(429, f"{error}; retry later", None, request_id, retry)
+    if isinstance(error, QueueUnavailable):
+        return error_response(503, f"{error}; retry later", None, request_id, retry)
+    if isinstance(error, RequestValidationError):
+        return _validation_response(error)
+    LOG.exception("unexpected error on the fast path", exc_info=error)
+    return error_response(500, f"internal error ({type(error).__name__}); see the server log")
+
+
+def _validation_response(error: RequestValidationError) -> JSONResponse:
+    first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        position = first.get("loc", ("body", "?"))[-1]
+        return error_response(422, f"body is not valid JSON (near character {position})", "body")
+    return error_response(422, str(first.get("msg")), field_of(tuple(first.get("loc", ()))))

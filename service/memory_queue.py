@@ -7,6 +7,7 @@ first-result-wins), so the embedded API and worker run exactly the code of the d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
@@ -14,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from service.queue import Delivery, Job, QueueFull, Result
+from service.queue import Delivery, Job, QueueFull, Result, await_or_none
 
 
 @dataclass
@@ -68,7 +69,7 @@ class InProcessQueue:
             deliveries = []
             for model in models:
                 queue = self._queues.get(model)
-                while queue and sum(1 for d in deliveries if d.model == model) < count:
+                for _ in range(min(count, len(queue or ()))):
                     entry_id, job = queue.popleft()
                     delivery = Delivery(entry_id, model, job.request_id, 1, job)
                     self._pending[entry_id] = _Pending(delivery, consumer, now)
@@ -112,6 +113,18 @@ class InProcessQueue:
 
     def publish(self, result: Result, ttl_s: float) -> bool:
         """Store the first result for a request id; wake its waiter."""
+        wakeups: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Result], Result]]] = {}
+        stored = self._store(result, ttl_s, wakeups)
+        _wake(wakeups)
+        return stored
+
+    def _store(
+        self,
+        result: Result,
+        ttl_s: float,
+        wakeups: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Result], Result]]],
+    ) -> bool:
+        """``publish`` without waking event loops: their futures are added to ``wakeups``."""
         with self._lock:
             now = time.time()
             if now >= self._next_purge:  # drop expired results at most once a second
@@ -127,20 +140,24 @@ class InProcessQueue:
             event.set()
         if waiter is not None:  # an API request awaiting in the event loop (another thread)
             loop, future = waiter
-            loop.call_soon_threadsafe(_set_result, future, result)
+            wakeups.setdefault(loop, []).append((future, result))
         return True
 
     def publish_many(self, results: list[Result], ttl_s: float) -> None:
-        """``publish`` each result."""
+        """``publish`` each result; each event loop is woken once for all of them."""
+        wakeups: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Result], Result]]] = {}
         for result in results:
-            self.publish(result, ttl_s)
+            self._store(result, ttl_s, wakeups)
+        _wake(wakeups)
 
     def finish(self, done: list[tuple[Delivery, Result | None]], ttl_s: float) -> None:
-        """Publish each result, then acknowledge its entry."""
-        for delivery, result in done:
+        """Publish each result, then acknowledge its entry; each event loop is woken once per call."""
+        wakeups: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Result], Result]]] = {}
+        for _, result in done:
             if result is not None:
-                self.publish(result, ttl_s)
-            self.ack([delivery])
+                self._store(result, ttl_s, wakeups)
+        self.ack([delivery for delivery, _ in done])
+        _wake(wakeups)
 
     async def start(self) -> None:
         """Nothing to prepare: results are handed over in process."""
@@ -162,14 +179,15 @@ class InProcessQueue:
                 return item[0]
             self._futures[request_id] = (loop, future)
         try:
-            return await asyncio.wait_for(future, timeout=max(timeout_s, 0.0))
-        except TimeoutError:
-            with self._lock:
-                item = self._results.get(request_id)
-                return item[0] if item is not None else None
+            result = await await_or_none(future, timeout_s)
         finally:
             with self._lock:
                 self._futures.pop(request_id, None)
+        if result is None:
+            with self._lock:
+                item = self._results.get(request_id)
+                return item[0] if item is not None else None
+        return result
 
     def answered(self, request_ids: list[str]) -> set[str]:
         """The ids among ``request_ids`` with an unexpired result."""
@@ -215,6 +233,14 @@ class InProcessQueue:
         return True
 
 
-def _set_result(future: asyncio.Future[Result], result: Result) -> None:
-    if not future.done():
-        future.set_result(result)
+def _set_results(pairs: list[tuple[asyncio.Future[Result], Result]]) -> None:
+    for future, result in pairs:
+        if not future.done():
+            future.set_result(result)
+
+
+def _wake(wakeups: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Result], Result]]]) -> None:
+    """One ``call_soon_threadsafe`` per event loop (one self-pipe write), not one per result."""
+    for loop, pairs in wakeups.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there any more
+            loop.call_soon_threadsafe(_set_results, pairs)

@@ -8,6 +8,7 @@ distributed mode run the very same batching worker.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -186,3 +187,22 @@ class WorkQueue(Protocol):
 
     def ping(self) -> bool:
         """Whether the backend answers."""
+
+
+async def await_or_none(future: asyncio.Future[Result], timeout_s: float) -> Result | None:
+    """``await future``, or ``None`` once ``timeout_s`` passed.
+
+    A timer handle that resolves the future with ``None``, rather than ``asyncio.wait_for``,
+    which costs a timeout context and extra callbacks per request (py-spy: 7% of the API's CPU).
+    """
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(max(timeout_s, 0.0), _expire, future)
+    try:
+        return await future
+    finally:
+        timer.cancel()
+
+
+def _expire(future: asyncio.Future[Result | None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -26,36 +26,55 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.codec import CodecError
 from service.queue import Delivery, Job, QueueFull, QueueUnavailable, Result
-from service.redis_replies import ENQUEUE_SCRIPT, ReplyListener
+from service.redis_replies import ENQUEUE_SCRIPT, ReplyListener, frame
 
 GROUP = "workers"
 T = TypeVar("T")
 
-# First result wins (idempotent by request id); only then hand it to the waiting API request:
-# on its API process's reply channel when the job names one, else on the list ``reply:<id>``.
-# ``stored`` is 1 when this call stored the result, 0 when an earlier delivery already had.
-_STORE_AND_PUBLISH = """
-local stored = 0
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  stored = 1
-  if ARGV[3] ~= '' then
-    redis.call('PUBLISH', ARGV[3], ARGV[1])
-  else
-    redis.call('RPUSH', KEYS[2], ARGV[1])
-    redis.call('EXPIRE', KEYS[2], ARGV[2])
+# One script per batch: for each job, store its result (first result wins: ``SET NX``); then
+# send each API process ONE message with all of its stored results (length-framed, see
+# ``service.redis_replies.unframe``), jobs without a channel get the list ``reply:<id>``; only
+# then acknowledge and delete every entry. KEYS per job: result key, reply list, stream.
+# ARGV: ttl, group, then per job: framed result ('' = acknowledge only), channel ('' = reply
+# list), entry id ('' = nothing to acknowledge). Returns 1/0 per job: whether it stored.
+# Before, each job had a script call and a PUBLISH of its own: at 64 jobs a batch, the API's
+# listener parsed 64 messages and Redis ran 64 scripts where it now runs one of each.
+_FINISH_BATCH = """
+local ttl, group = ARGV[1], ARGV[2]
+local jobs = #KEYS / 3
+local stored, messages, channels = {}, {}, {}
+for i = 1, jobs do
+  local framed, channel = ARGV[3 * i], ARGV[3 * i + 1]
+  stored[i] = 0
+  if framed ~= '' then
+    local payload = string.sub(framed, 5)
+    if redis.call('SET', KEYS[3 * i - 2], payload, 'NX', 'EX', ttl) then
+      stored[i] = 1
+      if channel ~= '' then
+        if messages[channel] == nil then
+          messages[channel] = {}
+          channels[#channels + 1] = channel
+        end
+        table.insert(messages[channel], framed)
+      else
+        redis.call('RPUSH', KEYS[3 * i - 1], payload)
+        redis.call('EXPIRE', KEYS[3 * i - 1], ttl)
+      end
+    end
   end
 end
-"""
-_PUBLISH = _STORE_AND_PUBLISH + "return stored\n"
-# Publish as above, then acknowledge and delete the job's entry (KEYS[3], ARGV[4], group ARGV[5]).
-_FINISH = (
-    _STORE_AND_PUBLISH
-    + """
-redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
-redis.call('XDEL', KEYS[3], ARGV[4])
+for _, channel in ipairs(channels) do
+  redis.call('PUBLISH', channel, table.concat(messages[channel]))
+end
+for i = 1, jobs do
+  local entry = ARGV[3 * i + 2]
+  if entry ~= '' then
+    redis.call('XACK', KEYS[3 * i], group, entry)
+    redis.call('XDEL', KEYS[3 * i], entry)
+  end
+end
 return stored
 """
-)
 
 
 def _unavailable_on_connection_error(method: Callable[..., T]) -> Callable[..., T]:
@@ -84,8 +103,7 @@ class RedisStreamQueue:
         self.client = redis.Redis(connection_pool=pool)
         self.prefix = prefix
         self._enqueue_script = self.client.register_script(ENQUEUE_SCRIPT)
-        self._publish_script = self.client.register_script(_PUBLISH)
-        self._finish_script = self.client.register_script(_FINISH)
+        self._finish_script = self.client.register_script(_FINISH_BATCH)
         self._groups_ready: set[str] = set()
         self._replies: ReplyListener | None = None  # the API's async side, made by ``start``
 
@@ -239,72 +257,46 @@ class RedisStreamQueue:
         }
         self.client.xadd(self.dead_stream, fields, maxlen=100_000, approximate=True)
 
-    def _publish_call(self, result: Result, ttl_s: float) -> tuple[list[str], list[Any]]:
-        keys = [f"{self.prefix}:result:{result.request_id}", f"{self.prefix}:reply:{result.request_id}"]
-        return keys, [result.to_bytes(), max(1, int(ttl_s)), result.reply_to or ""]
-
     @_unavailable_on_connection_error
     def publish(self, result: Result, ttl_s: float) -> bool:
         """``SET result NX EX ttl`` and wake the waiter; ``False`` when a result existed."""
-        keys, args = self._publish_call(result, ttl_s)
-        return bool(self._publish_script(keys=keys, args=args))
+        return bool(self._finish_batch([(None, result)], ttl_s)[0])
 
     @_unavailable_on_connection_error
     def publish_many(self, results: list[Result], ttl_s: float) -> None:
-        """``publish`` every result in one pipelined round trip."""
-        if not results:
-            return
-
-        def fill(pipe: redis.client.Pipeline) -> None:
-            for result in results:
-                keys, args = self._publish_call(result, ttl_s)
-                pipe.evalsha(self._publish_script.sha, len(keys), *keys, *args)
-
-        self._execute_with_scripts(fill)
+        """``publish`` every result in one script call."""
+        if results:
+            self._finish_batch([(None, result) for result in results], ttl_s)
 
     @_unavailable_on_connection_error
     def finish(self, done: list[tuple[Delivery, Result | None]], ttl_s: float) -> None:
-        """Publish each result and only then acknowledge its entry, all in one pipelined round trip.
+        """Publish each result and only then acknowledge its entry, all in one script call.
 
-        Each pair runs as one Lua script (``SET NX`` + reply + ``XACK`` + ``XDEL``), so an entry is
-        never acknowledged without its result stored: at-least-once holds even if a command fails.
-        A pair without a result (a duplicate) is only acknowledged.
+        The script (``_FINISH_BATCH``) stores every result (``SET NX``), sends each API process
+        one message with its results and only then ``XACK``s and ``XDEL``s the entries, so an
+        entry is never acknowledged without its result stored: at-least-once holds even if the
+        worker dies mid-batch. A pair without a result (a duplicate) is only acknowledged.
         """
-        if not done:
-            return
+        if done:
+            self._finish_batch(done, ttl_s)
 
-        def fill(pipe: redis.client.Pipeline) -> None:
-            for delivery, result in done:
-                stream = self.stream(delivery.model)
-                if result is None:
-                    pipe.xack(stream, GROUP, delivery.entry_id)
-                    pipe.xdel(stream, delivery.entry_id)
-                    continue
-                keys, args = self._publish_call(result, ttl_s)
-                pipe.evalsha(self._finish_script.sha, 3, *keys, stream, *args, delivery.entry_id, GROUP)
-
-        self._execute_with_scripts(fill)
-
-    def _execute_with_scripts(self, fill: Callable[[redis.client.Pipeline], None]) -> None:
-        """Run a pipeline of ``EVALSHA``s, loading the scripts and resending once if Redis lost them.
-
-        Plain ``EVALSHA`` rather than redis-py's pipelined ``Script`` objects, which cost an extra
-        ``SCRIPT EXISTS`` round trip per pipeline. Resending is safe: the scripts are idempotent
-        (``SET NX``, ``XACK``, ``XDEL``).
-        """
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            fill(pipe)
-            replies = pipe.execute(raise_on_error=False)
-            missing = any(isinstance(reply, NoScriptError) for reply in replies)
-            if missing and attempt == 0:
-                for script in (_PUBLISH, _FINISH):
-                    self.client.script_load(script)
-                continue
-            errors = [reply for reply in replies if isinstance(reply, Exception)]
-            if errors:
-                raise errors[0]
-            return
+    def _finish_batch(self, done: list[tuple[Delivery | None, Result | None]], ttl_s: float) -> list[int]:
+        """Run ``_FINISH_BATCH`` for ``done``, loading the script once if Redis lost it."""
+        keys: list[str] = []
+        args: list[Any] = [max(1, int(ttl_s)), GROUP]
+        for delivery, result in done:
+            request_id = result.request_id if result is not None else delivery.request_id  # type: ignore[union-attr]
+            stream = self.stream(delivery.model) if delivery is not None else f"{self.prefix}:none"
+            keys += [f"{self.prefix}:result:{request_id}", f"{self.prefix}:reply:{request_id}", stream]
+            args += [
+                frame(result.to_bytes()) if result is not None else b"",
+                (result.reply_to or "") if result is not None else "",
+                delivery.entry_id if delivery is not None else "",
+            ]
+        try:
+            return self.client.evalsha(self._finish_script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted or flushed its scripts; the script is idempotent
+            return self.client.eval(_FINISH_BATCH, len(keys), *keys, *args)
 
     @_unavailable_on_connection_error
     def answered(self, request_ids: list[str]) -> set[str]:

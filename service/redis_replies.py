@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import struct
 import uuid
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -24,7 +26,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.codec import CodecError
-from service.queue import Job, QueueFull, QueueUnavailable, Result
+from service.queue import Job, QueueFull, QueueUnavailable, Result, await_or_none
 
 LOG = logging.getLogger("usfad.replies")
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -37,6 +39,43 @@ if depth >= tonumber(ARGV[1]) then return -1 end
 redis.call('XADD', KEYS[1], '*', 'rid', ARGV[2], 'job', ARGV[3])
 return depth + 1
 """
+# The same for a batch of jobs in one call (KEYS: a stream per job; ARGV: max depth, request
+# id, job per job), each checked and appended in turn: one script run instead of one per job.
+ENQUEUE_BATCH_SCRIPT = """
+local depths = {}
+for i = 1, #KEYS do
+  local depth = redis.call('XLEN', KEYS[i])
+  if depth >= tonumber(ARGV[3 * i - 2]) then
+    depths[i] = -1
+  else
+    redis.call('XADD', KEYS[i], '*', 'rid', ARGV[3 * i - 1], 'job', ARGV[3 * i])
+    depths[i] = depth + 1
+  end
+end
+return depths
+"""
+_FRAME = struct.Struct("<I")
+
+
+def frame(message: bytes) -> bytes:
+    """``uint32 length (little endian) | message``: results travel concatenated, one message per batch."""
+    return _FRAME.pack(len(message)) + message
+
+
+def unframe(data: bytes) -> list[bytes]:
+    """Inverse of concatenated ``frame``s; ``CodecError`` when a length runs past the end."""
+    parts, offset = [], 0
+    view = memoryview(data)
+    while offset < len(data):
+        if offset + _FRAME.size > len(data):
+            raise CodecError("reply message ends inside a frame header")
+        (length,) = _FRAME.unpack_from(data, offset)
+        offset += _FRAME.size
+        if offset + length > len(data):
+            raise CodecError("reply message is shorter than its frame says")
+        parts.append(bytes(view[offset : offset + length]))
+        offset += length
+    return parts
 
 
 class ReplyListener:
@@ -49,7 +88,7 @@ class ReplyListener:
         self.client = aioredis.Redis(connection_pool=pool)
         self.prefix = prefix
         self.channel = f"{prefix}:replies:{uuid.uuid4().hex[:16]}"
-        self._enqueue_sha = hashlib.sha1(ENQUEUE_SCRIPT.encode()).hexdigest()
+        self._enqueue_sha = hashlib.sha1(ENQUEUE_BATCH_SCRIPT.encode()).hexdigest()
         self._waiters: dict[str, asyncio.Future[Result]] = {}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -114,30 +153,27 @@ class ReplyListener:
                     sent.set_result(int(reply))
 
     async def _evalsha_all(self, batch: list[tuple[Job, int, asyncio.Future[int]]]) -> list:
-        """Run the enqueue script for each job in one pipeline; load the script once if Redis lost it."""
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for job, max_depth, _ in batch:
-                key = f"{self.prefix}:jobs:{job.model}"
-                pipe.evalsha(self._enqueue_sha, 1, key, max_depth, job.request_id, job.to_bytes())
-            replies = await pipe.execute(raise_on_error=False)
-            if attempt == 0 and any(isinstance(reply, NoScriptError) for reply in replies):
-                await self.client.script_load(ENQUEUE_SCRIPT)  # the script is idempotent: resend all
-                continue
-            return replies
-        return replies
+        """Check the depth and append every job of ``batch`` in one script call (one round trip)."""
+        keys: list[str] = []
+        args: list[Any] = []
+        for job, max_depth, _ in batch:
+            keys.append(f"{self.prefix}:jobs:{job.model}")
+            args += [max_depth, job.request_id, job.to_bytes()]
+        try:
+            return await self.client.evalsha(self._enqueue_sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted or flushed its scripts: nothing was appended
+            return await self.client.eval(ENQUEUE_BATCH_SCRIPT, len(keys), *keys, *args)
 
     async def wait(self, request_id: str, timeout_s: float) -> Result | None:
         """The result of an enqueued request, or ``None`` when ``timeout_s`` passes first."""
         future = self._waiters.get(request_id)
         if future is None:
             return await self._stored(request_id)
-        try:
-            return await asyncio.wait_for(future, timeout=max(timeout_s, 0.0))
-        except TimeoutError:
+        result = await await_or_none(future, timeout_s)
+        self._waiters.pop(request_id, None)
+        if result is None:
             return await self._stored(request_id)  # published while the subscription was down?
-        finally:
-            self._waiters.pop(request_id, None)
+        return result
 
     async def _stored(self, request_id: str) -> Result | None:
         try:
@@ -146,15 +182,17 @@ class ReplyListener:
             raise QueueUnavailable(f"Redis does not answer ({error})") from error
         return Result.from_bytes(message) if message is not None else None
 
-    def _resolve(self, message: bytes) -> None:
+    def _resolve(self, message: bytes, framed: bool = True) -> None:
+        """Hand each result in ``message`` (framed results of a batch, or one stored result) to its waiter."""
         try:
-            result = Result.from_bytes(message)
+            results = [Result.from_bytes(part) for part in (unframe(message) if framed else [message])]
         except (CodecError, TypeError) as error:
             LOG.error("undecodable reply on %s: %s", self.channel, error)
             return
-        future = self._waiters.get(result.request_id)
-        if future is not None and not future.done():
-            future.set_result(result)
+        for result in results:
+            future = self._waiters.get(result.request_id)
+            if future is not None and not future.done():
+                future.set_result(result)
 
     async def _sweep(self) -> None:
         """Resolve waiting requests whose results were stored while we were not subscribed."""
@@ -164,7 +202,7 @@ class ReplyListener:
             messages = await self.client.mget([f"{self.prefix}:result:{rid}" for rid in chunk])
             for message in messages:
                 if message is not None:
-                    self._resolve(message)
+                    self._resolve(message, framed=False)
 
     async def _listen(self) -> None:
         backoff = 0.1
@@ -190,3 +228,4 @@ class ReplyListener:
                     await pubsub.aclose()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+

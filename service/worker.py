@@ -40,8 +40,6 @@ def heavy_modules_loaded() -> list[str]:
 class BatchingWorker:
     """Consumes a ``WorkQueue`` with the models of a ``BundleRegistry``."""
 
-    BATCH_POLL_S = 0.0005  # how often the queue is polled while a batch is being collected
-
     def __init__(
         self, queue: WorkQueue, registry: BundleRegistry, settings: Settings, metrics: WorkerMetrics
     ) -> None:
@@ -112,7 +110,14 @@ class BatchingWorker:
 
     # -- batching -----------------------------------------------------------------------------
     def collect(self, poll_s: float = 0.1) -> list[Delivery]:
-        """Read until some model has ``max_batch`` rows or ``max_delay`` passed since the first entry."""
+        """Block for the first entries, then take what else is queued; never wait on an empty queue.
+
+        Like Triton's dynamic batcher with queue delay 0: a read that returns one entry (light
+        load) is computed at once. A read that returns several (a burst: more is known to be
+        coming) is followed by non-blocking reads while they keep returning several, some
+        model still has room below ``max_batch``, and ``max_delay`` has not passed. Under load,
+        the entries that queue up while a batch computes form the next batch.
+        """
         models = self.registry.names()
         if not models:
             time.sleep(poll_s)
@@ -125,18 +130,16 @@ class BatchingWorker:
         for delivery in deliveries:
             rows[delivery.model] += _rows(delivery)
         close_at = time.monotonic() + min(self.settings.policy(model).max_delay_s for model in rows)
-        while True:
-            remaining = close_at - time.monotonic()
-            if remaining <= 0 or any(rows[m] >= self.settings.policy(m).max_batch for m in rows):
-                break
-            # Non-blocking reads plus a short local sleep: Redis resolves BLOCK timeouts only to
-            # its event-loop tick (~100 ms at hz 10), far coarser than a batching window.
-            more = self.queue.read(self.worker_id, models, count, 0.0)
-            if not more:
-                time.sleep(min(remaining, self.BATCH_POLL_S))
-            for delivery in more:
+        last = deliveries
+        while (
+            len(last) > 1
+            and time.monotonic() < close_at
+            and all(rows[m] < self.settings.policy(m).max_batch for m in rows)
+        ):
+            last = self.queue.read(self.worker_id, models, count, 0.0)
+            for delivery in last:
                 rows[delivery.model] += _rows(delivery)
-            deliveries.extend(more)
+            deliveries.extend(last)
         return deliveries
 
     def reclaim(self) -> list[Delivery]:
@@ -190,7 +193,11 @@ class BatchingWorker:
             bundle = self.registry.get(model)
         except LookupError:
             bundle = None
-        answered = self.queue.answered([delivery.request_id for delivery in group])
+        # Only a redelivered (reclaimed) entry can have a result already: the finish script
+        # stores a result and acknowledges its entry in one step. A first delivery of a
+        # duplicate job is harmless too: ``SET NX`` keeps the first result.
+        redelivered = [delivery.request_id for delivery in group if delivery.deliveries > 1]
+        answered = self.queue.answered(redelivered) if redelivered else set()
         done: list[tuple[Delivery, Result | None]] = []  # answered without compute, finished together
         for delivery in group:
             job = delivery.job

@@ -160,9 +160,11 @@ def test_results_are_idempotent_by_request_id(queue, registry) -> None:
 def test_a_redelivered_request_with_a_result_is_not_computed_again(queue, registry) -> None:
     _, rows = cardio_rows()
     queue.enqueue(job(rows[:1], "done-before"), max_depth=100)
-    queue.publish(Result("done-before", 200, version="earlier"), ttl_s=30)
-    worker, collector = make_worker(queue, registry)
-    worker.step()
+    assert len(queue.read("stalled-worker", [TABULAR_MODEL], count=10, block_s=0.5)) == 1  # delivery 1
+    queue.publish(Result("done-before", 200, version="earlier"), ttl_s=30)  # its result, but no ack
+    time.sleep(0.15)
+    worker, collector = make_worker(queue, registry, reclaim_idle_s=0.1, reclaim_interval_s=0.0)
+    worker.step()  # reclaims it (delivery 2), finds the result and only acknowledges
     assert sample(collector, "usfad_batch_size_count") == 0
     assert queue.wait("done-before", 0.5).version == "earlier"
     assert queue.depth(TABULAR_MODEL) == 0
