@@ -332,7 +332,14 @@ def _wait_ready(url: str, timeout_s: float = 60) -> None:
     raise RuntimeError(f"the service at {url} did not become ready within {timeout_s} s")
 
 
-def _spawn(args: argparse.Namespace) -> tuple[list[subprocess.Popen], str, list[str], dict[str, int]]:
+def _spawn(
+    args: argparse.Namespace, source: Path | None = None, tag: str = ""
+) -> tuple[list[subprocess.Popen], str, list[str], dict[str, int]]:
+    """Start the service (embedded, or API + Redis workers) on ``args.port``.
+
+    ``source``: run the ``service`` package of another checkout (``benchmarks/serve_before_after.py``
+    drives an older version side by side); ``tag`` keeps its Redis keys apart.
+    """
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(args.ort_threads),
@@ -343,21 +350,26 @@ def _spawn(args: argparse.Namespace) -> tuple[list[subprocess.Popen], str, list[
         "USFAD_MAX_QUEUE_DEPTH": "100000",
         "USFAD_API_WORKERS": str(args.api_workers if args.spawn == "redis" else 1),
     }
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    cwd = source
     url = f"http://127.0.0.1:{args.port}"
     processes: list[subprocess.Popen] = []
     roles: dict[str, int] = {}
     metrics = [f"{url}/metrics"]
     if args.spawn == "redis":
-        prefix = f"usfad-bench-{os.getpid()}"
+        prefix = f"usfad-bench-{os.getpid()}{tag}"
         env.update({"USFAD_REDIS_URL": args.redis_url, "USFAD_QUEUE_PREFIX": prefix})
         metrics = []
         for index in range(args.workers):
             port = args.port + 1 + index
             worker_env = {**env, "USFAD_METRICS_PORT": str(port), "USFAD_WORKER_ID": f"bench-worker-{index}"}
-            processes.append(subprocess.Popen([sys.executable, "-m", "service", "worker"], env=worker_env))
+            command = [sys.executable, "-m", "service", "worker"]
+            processes.append(subprocess.Popen(command, env=worker_env, cwd=cwd))
             roles[f"worker-{index}"] = processes[-1].pid
             metrics.append(f"http://127.0.0.1:{port}/metrics")
-    api = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(args.port)], env=env)
+    command = [sys.executable, "-m", "service", "serve", "--port", str(args.port)]
+    api = subprocess.Popen(command, env=env, cwd=cwd)
     processes.append(api)
     roles["api" if args.spawn == "redis" else "embedded"] = api.pid
     _wait_ready(url)

@@ -91,6 +91,45 @@ def test_queued_requests_are_scored_in_one_batch_with_per_request_results(queue,
     assert queue.depth(TABULAR_MODEL) == 0  # acknowledged and removed
 
 
+def test_a_lone_request_does_not_wait_for_the_batching_delay(queue, registry) -> None:
+    _, rows = cardio_rows()
+    worker, collector = make_worker(queue, registry)
+    worker.settings = Settings(
+        model_dir=model_dir(),
+        worker_id="worker-a",
+        reclaim_interval_s=3600.0,
+        batch_policies={TABULAR_MODEL: BatchPolicy(max_batch=64, max_delay_s=30.0)},
+    )
+    queue.enqueue(job(rows[:1], "alone"), max_depth=100)
+    started = time.monotonic()
+    assert worker.step() == 1
+    assert time.monotonic() - started < 10.0  # computed at once, not after max_delay (30 s)
+    assert queue.wait("alone", 1.0).status == 200
+
+
+def test_one_batch_publishes_each_result_to_its_own_waiter(queue, registry) -> None:
+    """A batch's results travel in one reply message per API process; each request gets its own."""
+    _, rows = cardio_rows()
+
+    async def scenario() -> list[Result | None]:
+        await queue.start()
+        try:
+            for index in range(6):
+                await queue.enqueue_async(job(rows[index : index + 1], f"batch-{index}"), max_depth=100)
+            worker, collector = make_worker(queue, registry)
+            assert await asyncio.to_thread(worker.step) == 6
+            assert sample(collector, "usfad_batch_size_count") == 1
+            return [await queue.wait_async(f"batch-{index}", 5.0) for index in range(6)]
+        finally:
+            await queue.close()
+
+    results = asyncio.run(scenario())
+    expected = registry.get(TABULAR_MODEL).run(rows[:6]).score
+    for index, result in enumerate(results):
+        assert result is not None and result.request_id == f"batch-{index}" and result.batch_rows == 6
+        np.testing.assert_allclose(result.arrays["score"], expected[index : index + 1], rtol=1e-6)
+
+
 def test_max_batch_splits_large_batches(queue, registry) -> None:
     _, rows = cardio_rows()
     for index in range(5):

@@ -1,0 +1,121 @@
+"""Two versions of the service side by side in one run: "before" (another checkout) and "after" (this one).
+
+Starts both (same settings, same bundle, ``--spawn embedded`` or ``redis``) and the bare floor
+app, then at each concurrency level drives before, after and the floor in turn with the same
+client (``service.bench``), and scores the same requests with ONNX Runtime directly at each
+version's mean batch size. Prints one table with the ratios. Example (the old code from a
+temporary worktree)::
+
+    git worktree add /tmp/before 63929e2
+    python benchmarks/serve_before_after.py --before-src /tmp/before --model-dir BUNDLES \\
+        --model demo-tabular --spawn redis --workers 1 --concurrency 1,8,32,64
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from service import bench  # noqa: E402
+from service.bundle import load_bundle  # noqa: E402
+
+
+def _measure(executor: Any, args: argparse.Namespace, target: dict[str, Any], spec: Any, level: int) -> dict:
+    before = bench._batch_totals(target["metrics"], args.model)
+    cpu_before = bench._cpu_all(target["roles"])
+    result = bench._level(executor, args, target["url"], spec, level)
+    cpu_after = bench._cpu_all(target["roles"])
+    after = bench._batch_totals(target["metrics"], args.model)
+    batches = after[1] - before[1]
+    result["mean_batch"] = (after[0] - before[0]) / batches if batches else float("nan")
+    requests = max(1, result["requests"] + result["errors"])
+    result["cpu_ms"] = sum(cpu_after[r] - cpu_before[r] for r in cpu_after) * 1000 / requests
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    bench.add_arguments(parser)
+    parser.add_argument("--before-src", type=Path, required=True, help="checkout of the older version")
+    parser.add_argument("--before-port", type=int, default=8177)
+    args = parser.parse_args()
+    bundle = load_bundle(args.model_dir / args.model, device="cpu", threads=args.ort_threads)
+    spec = bench.build_request(args, bundle.manifest)
+    processes: list[subprocess.Popen] = []
+    targets: dict[str, dict[str, Any]] = {}
+    executor = None
+    rows = []
+    try:
+        for name, port, source in (("after", args.port, None), ("before", args.before_port, args.before_src)):
+            spawn_args = argparse.Namespace(**{**vars(args), "port": port})
+            started, url, metrics, roles = bench._spawn(spawn_args, source=source, tag=name)
+            processes += started
+            targets[name] = {"url": url, "metrics": metrics, "roles": roles}
+        floor, floor_url = bench._spawn_floor(args)
+        processes.append(floor)
+        executor = ProcessPoolExecutor(args.client_processes, mp_context=multiprocessing.get_context("spawn"))
+        for url in [target["url"] for target in targets.values()] + [floor_url]:
+            bench._drive_processes(executor, args.client_processes, url, spec, 4 * args.client_processes, 1.0)
+        for level in (int(item) for item in args.concurrency.split(",")):
+            row: dict[str, Any] = {"concurrency": level}
+            for name in ("before", "after"):
+                row[name] = _measure(executor, args, targets[name], spec, level)
+            row["floor"] = bench._level(executor, args, floor_url, spec, level)
+            for name in ("before", "after"):
+                batch = row[name]["mean_batch"]
+                batch = max(1, round(batch)) if batch == batch else spec.items
+                row[name]["direct"] = bench._direct_rows_per_s(bundle, spec, batch)
+            rows.append(row)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if args.spawn == "redis":
+            for name in ("before", "after"):
+                bench._delete_keys(args.redis_url, f"usfad-bench-{os.getpid()}{name}")
+    _print(args, spec, bundle.manifest.kind, rows)
+    return 0
+
+
+def _print(args: argparse.Namespace, spec: Any, kind: str, rows: list[dict[str, Any]]) -> None:
+    unit = "rows" if kind == "tabular" else "img"
+    setup = f"spawn={args.spawn}" + (f", {args.workers} worker(s), {args.api_workers} API process(es)"
+                                     if args.spawn == "redis" else "")
+    what = f"{spec.items} row(s)/request" if kind == "tabular" else (
+        f"{args.upload} {spec.content_type.split(';')[0]} ({len(spec.body)} bytes), map={args.map}")
+    print(f"\nmodel {args.model}, {what}, {setup}, {args.duration:g} s per level and version, "
+          f"max batch {args.max_batch}, max delay {args.max_delay_ms:g} ms, ORT threads {args.ort_threads}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"| concurrency | before {unit}/s | after {unit}/s | after ÷ before | p50 ms before / after "
+          f"| p99 ms before / after | mean batch before / after | CPU ms/request before / after "
+          f"| floor {unit}/s (p50 ms) | after ÷ floor | after ÷ direct ORT at its batch "
+          f"| before ÷ direct ORT at its batch |")
+    print("|---:|---:|---:|---:|---|---|---|---|---|---:|---:|---:|")
+    for row in rows:
+        b, a, f = row["before"], row["after"], row["floor"]
+        print(
+            f"| {row['concurrency']} | {b['rows_per_s']:.0f} | {a['rows_per_s']:.0f} "
+            f"| {a['rows_per_s'] / b['rows_per_s']:.2f}× | {b['p50_ms']:.2f} / {a['p50_ms']:.2f} "
+            f"| {b['p99_ms']:.1f} / {a['p99_ms']:.1f} | {b['mean_batch']:.1f} / {a['mean_batch']:.1f} "
+            f"| {b['cpu_ms']:.2f} / {a['cpu_ms']:.2f} | {f['rows_per_s']:.0f} ({f['p50_ms']:.2f}) "
+            f"| {a['rows_per_s'] / f['rows_per_s']:.0%} | {a['rows_per_s'] / a['direct']:.0%} "
+            f"| {b['rows_per_s'] / b['direct']:.0%} |"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
