@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,19 @@ def main() -> int:
     bench.add_arguments(parser)
     parser.add_argument("--before-src", type=Path, required=True, help="checkout of the older version")
     parser.add_argument("--before-port", type=int, default=8177)
+    parser.add_argument(
+        "--before-without",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="hide an installed module from the older version (e.g. hiredis, which it did not have)",
+    )
     args = parser.parse_args()
     bundle = load_bundle(args.model_dir / args.model, device="cpu", threads=args.ort_threads)
     spec = bench.build_request(args, bundle.manifest)
+    hidden = tempfile.mkdtemp(prefix="usfad-hidden-")
+    for module in args.before_without:  # an import of it fails, as if it were not installed
+        Path(hidden, f"{module}.py").write_text(f"raise ImportError('{module} is hidden')\n")
     processes: list[subprocess.Popen] = []
     targets: dict[str, dict[str, Any]] = {}
     executor = None
@@ -56,23 +67,26 @@ def main() -> int:
     try:
         for name, port, source in (("after", args.port, None), ("before", args.before_port, args.before_src)):
             spawn_args = argparse.Namespace(**{**vars(args), "port": port})
-            started, url, metrics, roles = bench._spawn(spawn_args, source=source, tag=name)
+            path = (hidden,) if source is not None else ()
+            started, url, metrics, roles = bench._spawn(spawn_args, source=source, tag=name, path=path)
             processes += started
             targets[name] = {"url": url, "metrics": metrics, "roles": roles}
         floor, floor_url = bench._spawn_floor(args)
         processes.append(floor)
+        targets["floor"] = {"url": floor_url, "metrics": [], "roles": {"floor": floor.pid}}
         executor = ProcessPoolExecutor(args.client_processes, mp_context=multiprocessing.get_context("spawn"))
-        for url in [target["url"] for target in targets.values()] + [floor_url]:
+        for url in [target["url"] for target in targets.values()]:
             bench._drive_processes(executor, args.client_processes, url, spec, 4 * args.client_processes, 1.0)
         for level in (int(item) for item in args.concurrency.split(",")):
             row: dict[str, Any] = {"concurrency": level}
             for name in ("before", "after"):
                 row[name] = _measure(executor, args, targets[name], spec, level)
-            row["floor"] = bench._level(executor, args, floor_url, spec, level)
+            row["floor"] = _measure(executor, args, targets["floor"], spec, level)
             for name in ("before", "after"):
                 batch = row[name]["mean_batch"]
                 batch = max(1, round(batch)) if batch == batch else spec.items
-                row[name]["direct"] = bench._direct_rows_per_s(bundle, spec, batch)
+                direct = bench.direct_rate_and_cpu(bundle, spec, batch)
+                row[name]["direct"], row[name]["direct_cpu_ms"] = direct
             rows.append(row)
     finally:
         if executor is not None:
@@ -101,21 +115,18 @@ def _print(args: argparse.Namespace, spec: Any, kind: str, rows: list[dict[str, 
           f"max batch {args.max_batch}, max delay {args.max_delay_ms:g} ms, ORT threads {args.ort_threads}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"| concurrency | before {unit}/s | after {unit}/s | after ÷ before | p50 ms before / after "
-          f"| p99 ms before / after | mean batch before / after | CPU ms/request before / after "
-          f"| floor {unit}/s (p50 ms) | after ÷ floor | after ÷ direct ORT at its batch "
-          f"| before ÷ direct ORT at its batch |")
-    print("|---:|---:|---:|---:|---|---|---|---|---|---:|---:|---:|")
+          f"| p99 ms before / after | mean batch before / after | floor {unit}/s (p50 ms) | after ÷ floor "
+          f"| after ÷ direct ORT at its batch | CPU ms per {unit[:-1] if unit == 'rows' else unit}: "
+          "before / after / floor / direct ORT at after's batch |")
+    print("|---:|---:|---:|---:|---|---|---|---|---:|---:|---|")
     for row in rows:
         b, a, f = row["before"], row["after"], row["floor"]
+        per = spec.items
         print(
             f"| {row['concurrency']} | {b['rows_per_s']:.0f} | {a['rows_per_s']:.0f} "
             f"| {a['rows_per_s'] / b['rows_per_s']:.2f}× | {b['p50_ms']:.2f} / {a['p50_ms']:.2f} "
             f"| {b['p99_ms']:.1f} / {a['p99_ms']:.1f} | {b['mean_batch']:.1f} / {a['mean_batch']:.1f} "
-            f"| {b['cpu_ms']:.2f} / {a['cpu_ms']:.2f} | {f['rows_per_s']:.0f} ({f['p50_ms']:.2f}) "
-            f"| {a['rows_per_s'] / f['rows_per_s']:.0%} | {a['rows_per_s'] / a['direct']:.0%} "
-            f"| {b['rows_per_s'] / b['direct']:.0%} |"
+            f"| {f['rows_per_s']:.0f} ({f['p50_ms']:.2f}) | {a['rows_per_s'] / f['rows_per_s']:.0%} "
+            f"| {a['rows_per_s'] / a['direct']:.0%} | {b['cpu_ms'] / per:.3f} / {a['cpu_ms'] / per:.3f} "
+            f"/ {f['cpu_ms'] / per:.3f} / {a['direct_cpu_ms']:.3f} |"
         )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -205,7 +205,14 @@ def _cpu_all(roles: dict[str, int]) -> dict[str, float]:
 
 
 def _direct_rows_per_s(bundle: Any, spec: RequestSpec, batch: int, seconds: float = 1.0) -> float:
-    """Rows (or images) per second of ONNX Runtime called directly on batches of ``batch``.
+    """Rows (or images) per second of ONNX Runtime called directly on batches of ``batch``."""
+    return direct_rate_and_cpu(bundle, spec, batch, seconds)[0]
+
+
+def direct_rate_and_cpu(
+    bundle: Any, spec: RequestSpec, batch: int, seconds: float = 1.0
+) -> tuple[float, float]:
+    """(Rows or images per second, CPU ms per item) of ONNX Runtime called directly, ``batch`` a call.
 
     Tabular: ``session.run`` on ``batch`` rows. Images: Pillow decode and resize of ``batch``
     copies of the request's image, then ``session.run`` on the stacked batch, the work the
@@ -230,13 +237,23 @@ def _direct_rows_per_s(bundle: Any, spec: RequestSpec, batch: int, seconds: floa
             pixels = [decode_image(data, bundle.manifest.color_mode) for _ in range(batch)]
             bundle.run(np.stack([resize_for_model(image, height, width) for image in pixels]))
 
+    return _timed(work, batch, seconds)
+
+
+def _timed(work: Any, batch: int, seconds: float) -> tuple[float, float]:
+    """Run ``work`` (``batch`` items a call) for ``seconds``: (items per second, CPU ms per item).
+
+    The CPU time per item is what the work costs whatever share of the machine it gets, so it
+    compares across processes on a loaded machine where throughput does not.
+    """
     work()
     done = 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         work()
         done += batch
-    return done / (time.perf_counter() - started)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return done / elapsed, cpu * 1000 / max(done, 1)
 
 
 def _peak_direct(bundle: Any, spec: RequestSpec, max_batch: int) -> tuple[int, float]:
@@ -333,12 +350,13 @@ def _wait_ready(url: str, timeout_s: float = 60) -> None:
 
 
 def _spawn(
-    args: argparse.Namespace, source: Path | None = None, tag: str = ""
+    args: argparse.Namespace, source: Path | None = None, tag: str = "", path: tuple[str, ...] = ()
 ) -> tuple[list[subprocess.Popen], str, list[str], dict[str, int]]:
     """Start the service (embedded, or API + Redis workers) on ``args.port``.
 
-    ``source``: run the ``service`` package of another checkout (``benchmarks/serve_before_after.py``
-    drives an older version side by side); ``tag`` keeps its Redis keys apart.
+    ``source``: run the ``service`` package of another checkout, with ``path`` after it on
+    ``PYTHONPATH`` (``benchmarks/serve_before_after.py`` drives an older version side by side);
+    ``tag`` keeps its Redis keys apart.
     """
     env = {
         **os.environ,
@@ -351,7 +369,7 @@ def _spawn(
         "USFAD_API_WORKERS": str(args.api_workers if args.spawn == "redis" else 1),
     }
     if source is not None:
-        env["PYTHONPATH"] = str(source)
+        env["PYTHONPATH"] = os.pathsep.join([str(source), *path])
     cwd = source
     url = f"http://127.0.0.1:{args.port}"
     processes: list[subprocess.Popen] = []
