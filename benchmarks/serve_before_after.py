@@ -130,3 +130,7 @@ def _print(args: argparse.Namespace, spec: Any, kind: str, rows: list[dict[str, 
             f"| {a['rows_per_s'] / a['direct']:.0%} | {b['cpu_ms'] / per:.3f} / {a['cpu_ms'] / per:.3f} "
             f"/ {f['cpu_ms'] / per:.3f} / {a['direct_cpu_ms']:.3f} |"
         )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
