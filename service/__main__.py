@@ -65,9 +65,15 @@ def run_api(settings: settings_module.Settings, argv: Sequence[str] | None = Non
         if not settings.redis_url:
             print("error: --api-workers > 1 needs --redis-url (embedded is one process)", file=sys.stderr)
             return 2
-        # Each uvicorn worker process rebuilds the app from the same command line (spawned, not forked).
+        from service.metrics import shared_metrics_dir
+
+        # Each uvicorn worker process rebuilds the app from the same command line (spawned, not forked)
+        # and records its metrics in the shared directory, so that one scrape sums all processes.
         os.environ[ARGV_VARIABLE] = json.dumps(list(sys.argv[1:] if argv is None else argv))
-        uvicorn.run("service.__main__:app_from_argv", factory=True, workers=settings.api_workers, **options)
+        with shared_metrics_dir():
+            uvicorn.run(
+                "service.__main__:app_from_argv", factory=True, workers=settings.api_workers, **options
+            )
         return 0
     uvicorn.run(build_app(settings), **options)
     return 0

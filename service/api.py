@@ -18,7 +18,8 @@ import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp
 from service.errors import InputError
 from service.fast_path import TabularFastPath
 from service.http_errors import error_response, install_error_handlers
-from service.metrics import ApiMetrics
+from service.metrics import ApiMetrics, process_exited, scrape
 from service.middleware import BodySizeLimit, RequestMetrics
 from service.queue import QueueUnavailable, WorkQueue
 from service.registry import ManifestCatalog
@@ -80,8 +81,11 @@ def create_app(
             embedded_worker.stop()
             thread.join(timeout=5)
         await queue.close()
+        process_exited()
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc load their scripts and styles from the fastapi-offline
+    # package (served under /static-offline-docs), not from a CDN: they work on an air-gapped line.
+    app = FastAPIOffline(
         title="usfad scoring service",
         description="Anomaly scores (latent norm, NLL) and pixel anomaly maps from uniformly scaling flows.",
         version="1",
@@ -258,13 +262,13 @@ def create_app(
 
     @app.get("/metrics", tags=["health"])
     def prometheus_metrics() -> Response:
-        """Prometheus text format; queue depths are refreshed at each scrape."""
+        """Prometheus text, summed over all API processes; queue depths are refreshed at each scrape."""
         try:
             for name in catalog.names():
                 metrics.queue_depth.labels(name).set(queue.depth(name))
         except QueueUnavailable:
             pass
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(scrape(registry), media_type=CONTENT_TYPE_LATEST)
 
     fast = TabularFastPath(app, tabular, settings)
     return BodySizeLimit(RequestMetrics(fast, metrics), settings.max_body_bytes)

@@ -1,8 +1,70 @@
-"""Prometheus metrics of the API and the workers (names and labels are listed in the README)."""
+"""Prometheus metrics of the API and the workers (names and labels are listed in the README).
+
+Several API processes (``--api-workers N``) share one port, so one scrape reaches one of them.
+They run in prometheus_client's multiprocess mode: ``shared_metrics_dir`` gives the processes a
+``PROMETHEUS_MULTIPROC_DIR`` (created before uvicorn spawns them, removed when it stops), each
+process writes its values there, and ``scrape`` sums them over all processes: counters and
+histograms add up, ``usfad_in_flight_requests`` sums the live processes and
+``usfad_queue_depth`` is the most recent value set.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_mode() -> bool:
+    """True when this process records its metrics in a shared ``PROMETHEUS_MULTIPROC_DIR``."""
+    return bool(os.environ.get(MULTIPROC_VARIABLE))
+
+
+@contextmanager
+def shared_metrics_dir() -> Iterator[Path]:
+    """A fresh ``PROMETHEUS_MULTIPROC_DIR`` for the API processes spawned inside this block.
+
+    An existing ``$PROMETHEUS_MULTIPROC_DIR`` is used (its stale ``*.db`` files are removed
+    first, as prometheus_client requires) and kept; otherwise a temporary one is made and
+    removed at the end. Must be entered before any child process imports prometheus_client.
+    """
+    given = os.environ.get(MULTIPROC_VARIABLE)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+    else:
+        path = Path(tempfile.mkdtemp(prefix=f"usfad-metrics-{os.getpid()}-"))
+        os.environ[MULTIPROC_VARIABLE] = str(path)
+    try:
+        yield path
+    finally:
+        if not given:
+            os.environ.pop(MULTIPROC_VARIABLE, None)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def scrape(registry: CollectorRegistry) -> bytes:
+    """Prometheus text of ``registry``, or of every process sharing the multiprocess directory."""
+    if not multiprocess_mode():
+        return generate_latest(registry)
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)
+    return generate_latest(combined)
+
+
+def process_exited() -> None:
+    """Drop this process's live gauges from the shared directory (multiprocess mode only)."""
+    if multiprocess_mode():
+        multiprocess.mark_process_dead(os.getpid())
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -26,10 +88,17 @@ class ApiMetrics:
             registry=registry,
         )
         self.queue_depth = Gauge(
-            "usfad_queue_depth", "Requests queued or in progress per model", ["model"], registry=registry
+            "usfad_queue_depth",
+            "Requests queued or in progress per model",
+            ["model"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
         )
         self.in_flight = Gauge(
-            "usfad_in_flight_requests", "Requests the API is handling now", registry=registry
+            "usfad_in_flight_requests",
+            "Requests the API is handling now",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
 
 

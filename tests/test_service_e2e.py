@@ -14,6 +14,7 @@ import select
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -419,6 +420,40 @@ def test_several_api_processes_share_the_port_and_answer_correctly(
         assert process.pid not in pids  # the answering processes are uvicorn's workers, not the supervisor
     finally:
         process.stop()
+
+
+def test_one_scrape_of_several_api_processes_reports_the_sum_of_their_counters(
+    stack: Stack, tabular_reference, tmp_path: Path
+) -> None:
+    """``--api-workers 2``: /metrics sums both processes (prometheus_client multiprocess mode)."""
+    rows, _, _ = tabular_reference
+    env = {"USFAD_REDIS_URL": redis_url(), "USFAD_QUEUE_PREFIX": stack.prefix, "USFAD_API_WORKERS": "2"}
+    process, url = _start_api(tmp_path, env)
+    shared = list(Path(tempfile.gettempdir()).glob(f"usfad-metrics-{process.pid}-*"))
+    try:
+        wait_until(lambda: _ready_with_workers(url, 2), 60, "API processes ready")
+        assert len(shared) == 1 and shared[0].is_dir()  # the directory the service made
+        sent = {"200": 0, "422": 0}
+        pids: set[int] = set()
+        for index in range(200):  # a new connection each time: the kernel spreads them over the processes
+            bad = index % 3 == 2
+            row = ["x"] * rows.shape[1] if bad else rows[index % len(rows)].tolist()
+            response = httpx.post(f"{url}/score/tabular", json={"model": TABULAR_MODEL, "rows": [row]})
+            sent[str(response.status_code)] += 1
+            pids.add(httpx.get(f"{url}/health/live").json()["pid"])
+            if len(pids) == 2 and index >= 11:
+                break
+        assert len(pids) == 2 and sent["422"] >= 4, (pids, sent)
+        text = httpx.get(f"{url}/metrics").text
+        for status, count in sent.items():
+            served = metric_value(text, "usfad_requests_total", endpoint="/score/tabular", status=status)
+            assert served == count, (status, sent)
+        latency = metric_value(text, "usfad_request_latency_seconds_count", endpoint="/score/tabular")
+        assert latency == sum(sent.values())
+        assert metric_value(text, "usfad_in_flight_requests") == 0
+    finally:
+        process.stop()
+    assert not shared[0].exists()  # and removed it when it stopped
 
 
 def test_api_workers_need_redis() -> None:
