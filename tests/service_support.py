@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import csv
 import os
 import shutil
 import signal
@@ -229,3 +230,20 @@ def post_concurrently(
             return await asyncio.gather(*(client.post(path, json=payload) for payload in payloads))
 
     return asyncio.run(post_all())
+
+
+def usfad_score(bundle: Path, inputs: list[str], out: Path) -> list[dict[str, str]]:
+    """Run the real ``usfad score`` command and read its CSV."""
+    command = [
+        sys.executable,
+        "-m",
+        "training.cli",
+        "score",
+        str(bundle),
+        "--input",
+        *inputs,
+        "--output",
+        str(out),
+    ]
+    subprocess.run(command, check=True, cwd=REPO_ROOT, capture_output=True, timeout=120)
+    return list(csv.DictReader(out.open()))

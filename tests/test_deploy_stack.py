@@ -30,9 +30,9 @@ from tests.service_support import (
     free_port,
     model_dir,
     tile_images,
+    usfad_score,
     wait_until,
 )
-from tests.test_service_e2e import usfad_score
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 STATE = Path(os.environ.get("USFAD_CI_STATE", "/var/tmp/usfad-ci"))

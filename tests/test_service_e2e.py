@@ -7,7 +7,6 @@ and USFAD_* environment, with host-specific values overridden), without Docker.
 from __future__ import annotations
 
 import base64
-import csv
 import io
 import json
 import select
@@ -42,6 +41,7 @@ from tests.service_support import (
     redis_url,
     tile_images,
     unique_prefix,
+    usfad_score,
     wait_until,
 )
 
@@ -93,23 +93,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for process in processes:
             process.stop()
         delete_prefix(prefix)
-
-
-def usfad_score(bundle: Path, inputs: list[str], out: Path) -> list[dict[str, str]]:
-    """Run the real ``usfad score`` command and read its CSV."""
-    command = [
-        sys.executable,
-        "-m",
-        "training.cli",
-        "score",
-        str(bundle),
-        "--input",
-        *inputs,
-        "--output",
-        str(out),
-    ]
-    subprocess.run(command, check=True, cwd=REPO_ROOT, capture_output=True, timeout=120)
-    return list(csv.DictReader(out.open()))
 
 
 @pytest.fixture(scope="module")
