@@ -144,3 +144,19 @@ def test_images_hold_only_the_service_and_never_torch(image: str) -> None:
     assert not {"torch", "torchvision", "anomalib", "timm"} & set(requirements)
     instructions = "\n".join(line for line in dockerfile.splitlines() if not line.startswith("#"))
     assert ("onnxruntime" in instructions) == (image == "worker")
+
+
+def test_build_context_holds_only_what_the_dockerfiles_copy() -> None:
+    """CI's clone holds a .venv of several GB: the build context must leave it out."""
+    rules = [
+        line for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"
+    ]
+    assert rules[0] == "*"
+    admitted = {rule[1:] for rule in rules if rule.startswith("!")}
+    copied = {
+        line.split()[1]
+        for image in ("api", "worker")
+        for line in (REPO_ROOT / "docker" / f"{image}.Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ")
+    }
+    assert admitted == copied
