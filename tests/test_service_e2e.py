@@ -381,53 +381,38 @@ def test_full_queue_gives_429_at_once_and_the_deadline_gives_504(tmp_path: Path)
         delete_prefix(prefix)
 
 
-def test_several_api_processes_share_the_port_and_answer_correctly(
+def test_several_api_processes_share_the_port_answer_correctly_and_one_scrape_sums_them(
     stack: Stack, tabular_reference, tmp_path: Path
 ) -> None:
-    """``--api-workers 2`` (uvicorn worker processes) on the stack's queue: same answers, no torch."""
+    """``--api-workers 2`` on the stack's queue: same answers, no torch, and /metrics sums both
+    processes (prometheus_client multiprocess mode, in a directory the service makes and removes)."""
     rows, scores, _ = tabular_reference
-    env = {"USFAD_REDIS_URL": redis_url(), "USFAD_QUEUE_PREFIX": stack.prefix, "USFAD_API_WORKERS": "2"}
-    process, url = _start_api(tmp_path, env)
-    try:
-        wait_until(lambda: _ready_with_workers(url, 2), 60, "second API ready")
-        pids = set()
-        for index in range(12):  # a new connection each time: the kernel spreads them over the processes
-            response = httpx.post(
-                f"{url}/score/tabular", json={"model": TABULAR_MODEL, "rows": [rows[index].tolist()]}
-            )
-            assert response.status_code == 200, response.text
-            np.testing.assert_allclose(response.json()["results"][0]["score"], scores[index], rtol=1e-5)
-            live = httpx.get(f"{url}/health/live").json()
-            assert live["heavy_modules"] == []
-            pids.add(live["pid"])
-        assert process.pid not in pids  # the answering processes are uvicorn's workers, not the supervisor
-    finally:
-        process.stop()
-
-
-def test_one_scrape_of_several_api_processes_reports_the_sum_of_their_counters(
-    stack: Stack, tabular_reference, tmp_path: Path
-) -> None:
-    """``--api-workers 2``: /metrics sums both processes (prometheus_client multiprocess mode)."""
-    rows, _, _ = tabular_reference
     env = {"USFAD_REDIS_URL": redis_url(), "USFAD_QUEUE_PREFIX": stack.prefix, "USFAD_API_WORKERS": "2"}
     process, url = _start_api(tmp_path, env)
     shared = list(Path(tempfile.gettempdir()).glob(f"usfad-metrics-{process.pid}-*"))
     try:
-        wait_until(lambda: _ready_with_workers(url, 2), 60, "API processes ready")
-        assert len(shared) == 1 and shared[0].is_dir()  # the directory the service made
+        wait_until(lambda: _ready_with_workers(url, 2), 60, "second API ready")
+        assert len(shared) == 1 and shared[0].is_dir()
         sent = {"200": 0, "422": 0}
         pids: set[int] = set()
         for index in range(200):  # a new connection each time: the kernel spreads them over the processes
-            bad = index % 3 == 2
-            row = ["x"] * rows.shape[1] if bad else rows[index % len(rows)].tolist()
+            if index % 3 == 2:  # bad input, counted with its status
+                row, expected = ["x"] * rows.shape[1], None
+            else:
+                row, expected = rows[index % len(rows)].tolist(), scores[index % len(rows)]
             response = httpx.post(f"{url}/score/tabular", json={"model": TABULAR_MODEL, "rows": [row]})
             sent[str(response.status_code)] += 1
-            pids.add(httpx.get(f"{url}/health/live").json()["pid"])
+            if expected is not None:
+                assert response.status_code == 200, response.text
+                np.testing.assert_allclose(response.json()["results"][0]["score"], expected, rtol=1e-5)
+            live = httpx.get(f"{url}/health/live").json()
+            assert live["heavy_modules"] == []
+            pids.add(live["pid"])
             if len(pids) == 2 and index >= 11:
                 break
+        assert process.pid not in pids  # the answering processes are uvicorn's workers, not the supervisor
         assert len(pids) == 2 and sent["422"] >= 4, (pids, sent)
-        text = httpx.get(f"{url}/metrics").text
+        text = httpx.get(f"{url}/metrics").text  # one scrape, answered by one of the two processes
         for status, count in sent.items():
             served = metric_value(text, "usfad_requests_total", endpoint="/score/tabular", status=status)
             assert served == count, (status, sent)
@@ -436,7 +421,7 @@ def test_one_scrape_of_several_api_processes_reports_the_sum_of_their_counters(
         assert metric_value(text, "usfad_in_flight_requests") == 0
     finally:
         process.stop()
-    assert not shared[0].exists()  # and removed it when it stopped
+    assert not shared[0].exists()
 
 
 def test_api_workers_need_redis() -> None:
