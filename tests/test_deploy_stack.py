@@ -34,7 +34,7 @@ from tests.service_support import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1200)]  # setup may train the shared bundles
 STATE = Path(os.environ.get("USFAD_CI_STATE", "/var/tmp/usfad-ci"))
 COMPOSE = ["docker-compose", "-f", str(REPO_ROOT / "docker-compose.yml")]
 
