@@ -42,6 +42,7 @@ from service.schemas import (
 from service.scoring import ImageUpload, Scorer, new_request_id
 from service.settings import Settings
 from service.tabular_request import TabularCall, parse_tabular_request
+from service.verdicts import Rule
 from service.worker import BatchingWorker, heavy_modules_loaded
 
 IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream")
@@ -129,8 +130,10 @@ def create_app(
         else:
             call, inputs = _tabular_call(scorer, body)
         state["model"] = call.model
+        rule = Rule(call.threshold, call.fpr, call.fdr)
+        scorer.check_rule(call.model, call.version, rule)
         result = await scorer.submit(request_id, call.model, call.version, inputs, call.timeout_s)
-        return scorer.tabular_answer(request_id, call.model, result, call.threshold)
+        return scorer.tabular_answer(request_id, call.model, result, rule)
 
     @app.post(
         "/score/image",
@@ -159,6 +162,12 @@ def create_app(
         model: Annotated[str | None, Query(description="model name (or a form field `model`)")] = None,
         version: Annotated[str | None, Query(description="require this bundle version")] = None,
         threshold: Annotated[FiniteFloat | None, Query(description="override the model's threshold")] = None,
+        fpr: Annotated[
+            FiniteFloat | None, Query(description="false-alarm rate: is_anomaly = p_value <= fpr")
+        ] = None,
+        fdr: Annotated[
+            FiniteFloat | None, Query(description="flag this request's images by Benjamini-Hochberg at fdr")
+        ] = None,
         map: Annotated[
             MapFormat, Query(description="anomaly map: none, png (heat map) or array")
         ] = MapFormat.png,
@@ -188,9 +197,11 @@ def create_app(
             raise InputError("model", "is required (query parameter or form field)")
         version = fields.get("version", version)
         threshold = _form_float(fields, "threshold", threshold)
+        rule = Rule(threshold, _form_float(fields, "fpr", fpr), _form_float(fields, "fdr", fdr))
         map_format = _form_map(fields, map)
         inputs, originals = await pixels.run(scorer.image_inputs, model, version, uploads)
         request.state.model = model
+        scorer.check_rule(model, version, rule)
         result = await scorer.submit(request.state.request_id, model, version, inputs, timeout_s)
         answer = await pixels.run(
             scorer.image_answer,
@@ -199,7 +210,7 @@ def create_app(
             uploads,
             originals,
             result,
-            threshold,
+            rule,
             map_format,
         )
         return Response(answer, media_type="application/json")

@@ -22,6 +22,7 @@ except ImportError as missing:  # neither extra installed: say which to install
         "(onnxruntime-gpu), never both (docs/deployment.md)"
     ) from missing
 
+from service.calibration import CalibrationError, analytic_p_values, p_values, read_calibration_file
 from service.contract import ONNX_FILE
 from service.errors import BundleError, InputError
 from service.inputs import validate_image_batch, validate_tabular_rows
@@ -67,12 +68,19 @@ class ScoreOutputs:
 
 
 class Bundle:
-    """A loaded model: its manifest plus an ONNX Runtime session over ``model.onnx``."""
+    """A loaded model: its manifest, an ONNX Runtime session over ``model.onnx``, its calibration."""
 
-    def __init__(self, path: Path, manifest: Manifest, session: ort.InferenceSession) -> None:
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        session: ort.InferenceSession,
+        calibration: np.ndarray | None = None,
+    ) -> None:
         self.path = path
         self.manifest = manifest
         self.session = session
+        self.calibration = calibration  # sorted calibration scores (docs/calibration.md) or None
         self._input_name = session.get_inputs()[0].name
         self._output_names = [output.name for output in session.get_outputs()]
         for required in ("score", "nll"):
@@ -112,6 +120,16 @@ class Bundle:
             anomaly_map=anomaly_map,
         )
 
+    def p_values(self, scores: np.ndarray) -> dict[str, np.ndarray]:
+        """``{"p_value": …[, "p_value_analytic": …]}`` of ``scores``; empty when uncalibrated."""
+        if self.calibration is None:
+            return {}
+        arrays = {"p_value": p_values(self.calibration, scores)}
+        analytic = (self.manifest.calibration or {}).get("analytic")
+        if analytic:
+            arrays["p_value_analytic"] = analytic_p_values(scores, analytic["dof"], analytic["scale"])
+        return arrays
+
     def score_tabular(self, rows: Any) -> ScoreOutputs:
         """Validate tabular rows (see ``validate_tabular_rows``) and score them."""
         return self.run(validate_tabular_rows(rows, self.manifest))
@@ -136,11 +154,19 @@ def load_bundle(bundle_dir: str | Path, device: str = "auto", threads: int = 0) 
         raise BundleError(str(error)) from error
     manifest = read_manifest(path)
     verify_files(path, manifest)
+    calibration = None
+    if manifest.calibration is not None:
+        file_name = manifest.calibration["file"]
+        try:
+            calibration = read_calibration_file((path / file_name).read_bytes(), manifest.calibration_n)
+        except CalibrationError as error:
+            raise BundleError(f"{path}/{file_name}: {error}") from error
     options = ort.SessionOptions()
     if threads > 0:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return Bundle(path, manifest, open_session(path / ONNX_FILE, options, choose_providers(device), device))
+    session = open_session(path / ONNX_FILE, options, choose_providers(device), device)
+    return Bundle(path, manifest, session, calibration)
 
 
 def open_session(

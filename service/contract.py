@@ -26,8 +26,10 @@ from typing import Any
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.pt"
-# The only files a bundle may list: anything else, e.g. a pickle, is refused.
+# The only files a bundle may list: these two and one calibration file ``calibration-<12 hex>.json``
+# (docs/calibration.md); anything else, e.g. a pickle, is refused.
 BUNDLE_FILES = (ONNX_FILE, TORCHSCRIPT_FILE)
+CALIBRATION_FILE_PATTERN = re.compile(r"^calibration-[0-9a-f]{12}\.json$")
 FORMAT_VERSION = 1
 KINDS = ("tabular", "image")
 COLOR_MODES = {"rgb": 3, "grayscale": 1}
@@ -147,10 +149,41 @@ def check_files(data: dict[str, Any]) -> None:
             and file_name not in ("", ".", ".."),
             f"files: {file_name!r} is not a plain file name",
         )
-        _require(file_name in BUNDLE_FILES, f"files: {file_name!r} is not a bundle file {BUNDLE_FILES}")
+        _require(
+            file_name in BUNDLE_FILES or CALIBRATION_FILE_PATTERN.fullmatch(file_name) is not None,
+            f"files: {file_name!r} is not a bundle file {BUNDLE_FILES} or calibration-<12 hex>.json",
+        )
         _require(
             isinstance(digest, str) and SHA256_HEX.fullmatch(digest) is not None,
             f"files[{file_name!r}] is not a sha256 hex digest",
+        )
+
+
+def check_calibration(data: dict[str, Any]) -> None:
+    """Optional ``calibration`` (docs/calibration.md): ``n``, the one listed calibration file, a
+    ``default_fpr`` in ``[1/(n+1), 1)`` and, for flows, the χ² law's ``dof`` and ``scale``."""
+    listed = [name for name in data["files"] if CALIBRATION_FILE_PATTERN.fullmatch(name)]
+    section = data.get("calibration")
+    if section is None:
+        _require(not listed, "files list a calibration file but the manifest has no calibration")
+        return
+    _require(isinstance(section, dict), "calibration must be an object")
+    n = section.get("n")
+    _require(_is_positive_int(n), "calibration.n must be a positive int")
+    _require(listed == [section.get("file")], "calibration.file must be the one calibration file in files")
+    fpr = section.get("default_fpr")
+    _require(
+        isinstance(fpr, int | float) and 1 / (n + 1) * (1 - 1e-9) <= fpr < 1,
+        "calibration.default_fpr must lie in [1/(n+1), 1)",
+    )
+    analytic = section.get("analytic")
+    if analytic is not None:
+        _require(
+            isinstance(analytic, dict)
+            and _is_positive_int(analytic.get("dof"))
+            and isinstance(analytic.get("scale"), int | float)
+            and analytic["scale"] > 0,
+            "calibration.analytic needs a positive int dof and a positive scale",
         )
 
 
@@ -160,6 +193,7 @@ MANIFEST_CHECKS: list[Callable[[dict[str, Any]], None]] = [
     check_input,
     check_threshold,
     check_files,
+    check_calibration,
 ]
 
 

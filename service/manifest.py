@@ -71,6 +71,17 @@ class Manifest:
         return str(self.input["color_mode"])
 
     @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The ``calibration`` entry (n, default_fpr, file, data, analytic) or ``None``."""
+        return self.raw.get("calibration")
+
+    @property
+    def calibration_n(self) -> int | None:
+        """Number of calibration scores, ``None`` for an uncalibrated bundle."""
+        section = self.calibration
+        return int(section["n"]) if section else None
+
+    @property
     def has_anomaly_map(self) -> bool:
         """Whether the ONNX graph has an ``anomaly_map`` output (image models)."""
         return any(output.get("name") == "anomaly_map" for output in self.raw.get("outputs", []))

@@ -100,6 +100,12 @@ class ApiMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.p_value_share = Gauge(
+            "usfad_p_value_share",
+            "Share of the last 1000 answered rows/images with p_value <= level (drift alarm)",
+            ["model", "level"],
+            registry=registry,
+        )
 
 
 class WorkerMetrics:

@@ -100,6 +100,8 @@ class Result:
     queue_wait_s: float = 0.0
     compute_s: float = 0.0
     batch_rows: int = 0
+    calibration_n: int | None = None  # calibration scores behind arrays["p_value"] (None: uncalibrated)
+    default_fpr: float | None = None  # the bundle's default false-alarm rate
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     reply_to: str | None = field(default=None, repr=False)  # where to send it; not part of the wire format
 
@@ -115,6 +117,8 @@ class Result:
             "queue_wait_s": self.queue_wait_s,
             "compute_s": self.compute_s,
             "batch_rows": self.batch_rows,
+            "calibration_n": self.calibration_n,
+            "default_fpr": self.default_fpr,
         }
         return codec.encode(fields, self.arrays)
 

@@ -22,7 +22,15 @@ class TabularRequest(BaseModel):
         examples=[[[0.1, 2.0, 3.5]]],
     )
     threshold: FiniteFloat | None = Field(
-        None, description="override the model's anomaly threshold on `score`"
+        None, description="override: is_anomaly = score > threshold (raw scores, no p-value promise)"
+    )
+    fpr: FiniteFloat | None = Field(
+        None,
+        description="false-alarm rate: is_anomaly = p_value <= fpr (default: the model's default_fpr); "
+        "below 1/(n+1) of the model's n calibration samples it is refused with 422",
+    )
+    fdr: FiniteFloat | None = Field(
+        None, description="false-discovery rate: flag this request's rows by Benjamini-Hochberg at fdr"
     )
     timeout_s: float | None = Field(None, gt=0, le=300, description="deadline of this request in seconds")
 
@@ -30,18 +38,35 @@ class TabularRequest(BaseModel):
 class RowScore(BaseModel):
     """Scores of one row: ``score`` is the latent norm ‖φ(x) − c‖, ``nll`` is −log p(x) in nats."""
 
-    score: float
+    score: float | None
     nll: float | None = Field(description="negative log-likelihood in nats; null for models without one")
-    is_anomaly: bool = Field(description="score > threshold")
+    p_value: float | None = Field(
+        None, description="conformal p-value (1 + #{calibration >= score}) / (n + 1); null if uncalibrated"
+    )
+    p_value_analytic: float | None = Field(
+        None, description="flows with base N(c, σ²I): P(χ²_d >= score² / σ²); null for other models"
+    )
+    is_anomaly: bool = Field(description="p_value <= fpr, BH rejection at fdr, or score > threshold")
 
 
-class TabularResponse(BaseModel):
+class Decision(BaseModel):
+    """The rule behind ``is_anomaly`` (fields shared by tabular and image answers)."""
+
+    threshold: float | None = Field(
+        description="the score cut used (a `threshold` override, or the model's cut at its default fpr); "
+        "null for a requested fpr or fdr"
+    )
+    fpr: float | None = Field(None, description="false-alarm rate of the verdict (p_value <= fpr)")
+    fdr: float | None = Field(None, description="Benjamini-Hochberg level of the verdict")
+    calibration_n: int | None = Field(None, description="calibration samples behind p_value")
+
+
+class TabularResponse(Decision):
     """Per-row results of a tabular request."""
 
     request_id: str
     model: str
     version: str
-    threshold: float
     results: list[RowScore]
 
 
@@ -74,19 +99,20 @@ class ImageScore(BaseModel):
     filename: str | None
     width: int
     height: int
-    score: float
+    score: float | None
     nll: float | None
+    p_value: float | None = None
+    p_value_analytic: float | None = None
     is_anomaly: bool
     anomaly_map: AnomalyMap | None = None
 
 
-class ImageResponse(BaseModel):
+class ImageResponse(Decision):
     """Per-image results of an image request."""
 
     request_id: str
     model: str
     version: str
-    threshold: float
     results: list[ImageScore]
 
 

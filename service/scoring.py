@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.drift import DriftMonitor
 from service.errors import InputError
 from service.images import decode_image, heatmap_png, resize_for_model, resize_map
 from service.inputs import validate_tabular_rows
@@ -22,6 +23,7 @@ from service.queue import Job, Result, WorkQueue
 from service.registry import ManifestCatalog
 from service.schemas import MapFormat
 from service.settings import Settings
+from service.verdicts import Rule, Verdict, check_rule, decide
 
 
 class ServiceError(Exception):
@@ -54,6 +56,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _IDS.seed(os.urandom(32)))
 
 
+def _column(result: Result, name: str, count: int) -> list[float | None]:
+    """``result.arrays[name]`` as a JSON list (non-finite → null), or nulls when absent."""
+    values = result.arrays.get(name)
+    if values is None:
+        return [None] * count
+    return [value if math.isfinite(value) else None for value in values.tolist()]
+
+
 def new_request_id() -> str:
     """A random 128-bit request id, 32 hex digits."""
     return f"{_IDS.getrandbits(128):032x}"
@@ -69,6 +79,27 @@ class Scorer:
         self.queue = queue
         self.catalog = catalog
         self.metrics = metrics
+        self.drift = DriftMonitor(metrics.p_value_share)
+
+    def verdict(self, model: str, result: Result, rule: Rule) -> Verdict:
+        """Decide ``is_anomaly`` for a result (422 if its version cannot honour ``rule``); feed drift."""
+        p_value = result.arrays.get("p_value")
+        verdict = decide(
+            rule,
+            result.arrays["score"],
+            p_value,
+            float(result.threshold) if result.threshold is not None else math.nan,
+            result.calibration_n,
+            result.default_fpr,
+            model,
+        )
+        if p_value is not None:
+            self.drift.observe(model, p_value)
+        return verdict
+
+    def check_rule(self, model: str, version: str | None, rule: Rule) -> None:
+        """Refuse (422) before enqueueing a rule the served manifest cannot honour."""
+        check_rule(rule, self.manifest(model, version).calibration_n, model)
 
     def manifest(self, model: str, version: str | None) -> Manifest:
         """The manifest of a valid, loaded ``model``; 404 ``ServiceError`` for an unknown version."""
@@ -105,25 +136,34 @@ class Scorer:
             raise InputError("model", f"model {model!r} is an image model; use POST /score/image")
         return validate_tabular_rows(rows, manifest)
 
-    def tabular_answer(self, request_id: str, model: str, result: Result, threshold: float | None) -> bytes:
+    def tabular_answer(self, request_id: str, model: str, result: Result, rule: Rule) -> bytes:
         """The JSON body of a tabular answer (``TabularResponse``'s shape), serialised with orjson.
 
         Built from plain lists rather than pydantic models: for many rows this is the API's
-        largest cost after parsing. ``is_anomaly`` is ``score > threshold`` (in float64).
+        largest cost after parsing. ``is_anomaly`` follows ``service.verdicts.decide``.
         """
-        cut = threshold if threshold is not None else float(result.threshold)
-        scores = result.arrays["score"]
-        flags = (scores.astype(np.float64) > cut).tolist()
-        nlls = [value if math.isfinite(value) else None for value in result.arrays["nll"].tolist()]
+        verdict = self.verdict(model, result, rule)
+        count = result.arrays["score"].shape[0]
+        columns = zip(
+            _column(result, "score", count),
+            _column(result, "nll", count),
+            _column(result, "p_value", count),
+            _column(result, "p_value_analytic", count),
+            verdict.flags.tolist(),
+            strict=True,
+        )
         return orjson.dumps(
             {
                 "request_id": request_id,
                 "model": model,
                 "version": result.version,
-                "threshold": cut,
+                "threshold": verdict.threshold,
+                "fpr": verdict.fpr,
+                "fdr": verdict.fdr,
+                "calibration_n": verdict.calibration_n,
                 "results": [
-                    {"score": score, "nll": nll, "is_anomaly": flag}
-                    for score, nll, flag in zip(scores.tolist(), nlls, flags, strict=True)
+                    {"score": score, "nll": nll, "p_value": p, "p_value_analytic": pa, "is_anomaly": flag}
+                    for score, nll, p, pa, flag in columns
                 ],
             }
         )
@@ -162,7 +202,7 @@ class Scorer:
         uploads: list[ImageUpload],
         originals: list[tuple[int, int]],
         result: Result,
-        threshold: float | None,
+        rule: Rule,
         map_format: MapFormat,
     ) -> bytes:
         """The JSON body of an image answer (``ImageResponse``'s shape), serialised with orjson.
@@ -171,10 +211,13 @@ class Scorer:
         and numpy arrays straight into orjson: pydantic models cost more than the model itself
         for ``map=array`` (one Python float per pixel, validated twice).
         """
-        cut = threshold if threshold is not None else float(result.threshold)
+        verdict = self.verdict(model, result, rule)
         maps = result.arrays.get("anomaly_map")
-        scores = result.arrays["score"].tolist()
-        nlls = result.arrays["nll"].tolist()
+        count = len(uploads)
+        scores = _column(result, "score", count)
+        nlls = _column(result, "nll", count)
+        p_values = _column(result, "p_value", count)
+        analytic = _column(result, "p_value_analytic", count)
         results = []
         for index, (upload, (original_h, original_w)) in enumerate(zip(uploads, originals, strict=True)):
             anomaly_map = None
@@ -187,8 +230,10 @@ class Scorer:
                     "width": original_w,
                     "height": original_h,
                     "score": scores[index],
-                    "nll": nlls[index] if math.isfinite(nlls[index]) else None,
-                    "is_anomaly": scores[index] > cut,
+                    "nll": nlls[index],
+                    "p_value": p_values[index],
+                    "p_value_analytic": analytic[index],
+                    "is_anomaly": bool(verdict.flags[index]),
                     "anomaly_map": anomaly_map,
                 }
             )
@@ -196,7 +241,10 @@ class Scorer:
             "request_id": request_id,
             "model": model,
             "version": result.version or "",
-            "threshold": cut,
+            "threshold": verdict.threshold,
+            "fpr": verdict.fpr,
+            "fdr": verdict.fdr,
+            "calibration_n": verdict.calibration_n,
             "results": results,
         }
         return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)

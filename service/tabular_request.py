@@ -32,6 +32,8 @@ class TabularCall:
     rows: Any
     threshold: float | None
     timeout_s: float | None
+    fpr: float | None = None
+    fdr: float | None = None
 
 
 def parse_json(body: bytes) -> Any:
@@ -64,11 +66,30 @@ def parse_tabular_request(body: bytes) -> TabularCall:
         raise RequestValidationError(
             [{**item, "loc": ("body", *item["loc"])} for item in error.errors(include_url=False)]
         ) from None
-    return TabularCall(checked.model, checked.version, data["rows"], checked.threshold, checked.timeout_s)
+    return TabularCall(
+        checked.model,
+        checked.version,
+        data["rows"],
+        checked.threshold,
+        checked.timeout_s,
+        checked.fpr,
+        checked.fdr,
+    )
 
 
-_KEYS = frozenset(("model", "version", "rows", "threshold", "timeout_s"))
+_KEYS = frozenset(("model", "version", "rows", "threshold", "timeout_s", "fpr", "fdr"))
 _NUMBERS = (int, float)  # ``bool`` is not among them (``type(True) is bool``)
+
+
+def _finite_number(value: Any) -> float | None:
+    """``float(value)`` for a plain finite int / float, else ``None`` (pydantic then answers)."""
+    if type(value) not in _NUMBERS:
+        return None
+    try:  # float() of a huge int overflows
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _plain_call(data: dict[str, Any]) -> TabularCall | None:
@@ -79,18 +100,18 @@ def _plain_call(data: dict[str, Any]) -> TabularCall | None:
     """
     if "rows" not in data or not _KEYS.issuperset(data) or type(data.get("model")) is not str:
         return None
-    version, threshold, timeout_s = data.get("version"), data.get("threshold"), data.get("timeout_s")
+    version = data.get("version")
     if version is not None and type(version) is not str:
         return None
-    try:  # float() of a huge int overflows: pydantic then answers
-        if threshold is not None and (
-            type(threshold) not in _NUMBERS or not math.isfinite(threshold := float(threshold))
-        ):
+    numbers: dict[str, float | None] = {}
+    for key in ("threshold", "timeout_s", "fpr", "fdr"):
+        value = data.get(key)
+        numbers[key] = None if value is None else _finite_number(value)
+        if value is not None and numbers[key] is None:
             return None
-        if timeout_s is not None and (
-            type(timeout_s) not in _NUMBERS or not 0 < (timeout_s := float(timeout_s)) <= 300
-        ):
-            return None
-    except OverflowError:
+    timeout_s = numbers["timeout_s"]
+    if timeout_s is not None and not 0 < timeout_s <= 300:
         return None
-    return TabularCall(data["model"], version, data["rows"], threshold, timeout_s)
+    return TabularCall(
+        data["model"], version, data["rows"], numbers["threshold"], timeout_s, numbers["fpr"], numbers["fdr"]
+    )

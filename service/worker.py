@@ -244,6 +244,8 @@ class BatchingWorker:
             failed = self._error(batch[0], status, str(error))
             self.queue.finish([(batch[0], failed)], self.settings.result_ttl_s)
             return
+        p_arrays = bundle.p_values(outputs.score)  # empty for an uncalibrated bundle
+        calibration = bundle.manifest.calibration
         compute_s = time.time() - started
         rows = inputs.shape[0]
         self.metrics.compute.labels(bundle.name).observe(compute_s)
@@ -258,6 +260,8 @@ class BatchingWorker:
             arrays = {"score": outputs.score[part], "nll": outputs.nll[part]}
             if outputs.anomaly_map is not None:
                 arrays["anomaly_map"] = outputs.anomaly_map[part]
+            for name, values in p_arrays.items():
+                arrays[name] = values[part]
             wait_s = max(0.0, started - job.enqueued)
             queue_wait.observe(wait_s)
             result = Result(
@@ -269,6 +273,8 @@ class BatchingWorker:
                 queue_wait_s=wait_s,
                 compute_s=compute_s,
                 batch_rows=rows,
+                calibration_n=calibration["n"] if calibration else None,
+                default_fpr=calibration["default_fpr"] if calibration else None,
                 arrays=arrays,
                 reply_to=job.reply_to,
             )

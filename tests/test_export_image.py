@@ -87,7 +87,8 @@ def test_image_manifest(exported: dict) -> None:
     }
     assert manifest["outputs"][2] == {"name": "anomaly_map", "shape": ["N", 1, 64, 64]}
     run = json.loads((run_dir / "run.json").read_text())
-    assert manifest["threshold"] == run["threshold"] and manifest["metrics"] == run["metrics"]
+    assert manifest["threshold"]["run"] == run["threshold"] and manifest["metrics"] == run["metrics"]
+    assert manifest["calibration"]["n"] == run["training_data"]["calibration_rows"] > 0
 
 
 def test_usfad_score_on_image_files_equals_eager(exported: dict, tiles: list[Path], tmp_path: Path) -> None:

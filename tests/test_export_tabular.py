@@ -74,7 +74,8 @@ def test_manifest_describes_the_run(family: str, exported: dict[str, tuple[Path,
     assert manifest["input"]["features"] == 21 and len(manifest["input"]["feature_names"]) == 21
     assert manifest["input"]["dtype"] == "float32"
     assert [output["name"] for output in manifest["outputs"]] == ["score", "nll"]
-    assert manifest["threshold"] == run["threshold"]
+    assert manifest["threshold"]["run"] == run["threshold"]  # the conformal cut replaces it (calibration)
+    assert manifest["calibration"]["n"] == run["calibration"]["n"] > 0
     assert manifest["training_data"]["fingerprint"] == run["training_data"]["fingerprint"]
     assert manifest["opset"] == 18
     measured = manifest["parity"]["max_relative_difference"]

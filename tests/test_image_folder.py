@@ -154,7 +154,8 @@ def test_cli_trains_on_a_folder_layout(folder_root: Path, tmp_path: Path, capsys
     run = json.loads((out / "run.json").read_text())
     assert run["settings"]["folder_layout"]["normal_dir"] == "good"
     assert run["settings"]["folder_layout"]["mask_dirs"] == ["mask/blowhole", "mask/crack"]
-    assert run["training_data"]["rows"] + run["training_data"]["validation_rows"] == 8
+    data = run["training_data"]
+    assert data["rows"] + data["validation_rows"] + data["calibration_rows"] == 8
     assert run["metrics"]["test_images"] == 8
     for metric in ("image_auroc", "pixel_auroc", "aupro"):
         assert 0 <= run["metrics"][metric] <= 100

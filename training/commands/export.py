@@ -21,6 +21,12 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     export.add_argument("--format", default="onnx,torchscript", help="comma-separated: onnx, torchscript")
     export.add_argument("--name", default=None, help="model name (default: the --out folder name)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    export.add_argument(
+        "--default-fpr",
+        type=float,
+        default=0.01,
+        help="false-alarm rate the service decides at by default (raised to 1/(n+1) if n cannot certify it)",
+    )
     export.set_defaults(handler=run_export)
 
     score = groups["root"].add_parser(
@@ -68,8 +74,12 @@ def run_export(args: argparse.Namespace) -> int:
     from training.export.writer import ExportError, export_bundle
 
     try:
+        if not 0 < args.default_fpr < 1:
+            raise ExportError("--default-fpr must lie strictly between 0 and 1")
         with progress.elapsed(f"export {args.run_dir} (trace, ONNX, parity check)"):
-            manifest = export_bundle(args.run_dir, args.out, args.format, args.name, args.overwrite)
+            manifest = export_bundle(
+                args.run_dir, args.out, args.format, args.name, args.overwrite, args.default_fpr
+            )
     except (ExportError, FileNotFoundError) as error:
         return _fail(str(error))
     files = ", ".join(manifest["files"])

@@ -8,6 +8,7 @@ export never leaves a half-written bundle where the service could pick it up.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -17,7 +18,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from service.contract import ContractError, check_input, check_threshold
+from service.calibration import DEFAULT_FPR, calibration_file, calibration_section, conformal_threshold
+from service.contract import ContractError, check_input, check_manifest, check_threshold
+from training.calibration import analytic_entry, analytic_law, read_run_calibration
 from training.export.graphs import ONNX_OPSET, export_onnx, save_torchscript, trace_scorer
 from training.export.manifest import (
     MANIFEST_FILE,
@@ -126,16 +129,65 @@ def _check_parity(
     }
 
 
+def add_calibration(
+    manifest: dict[str, Any],
+    folder: Path,
+    scores: np.ndarray,
+    source: dict[str, Any],
+    created: str,
+    default_fpr: float = DEFAULT_FPR,
+    law: dict[str, Any] | None = None,
+) -> None:
+    """Write ``scores`` as the bundle's calibration file and record it in ``manifest`` (in place).
+
+    ``source`` is the run (or, for ``usfad calibrate``, the calibration data's description with
+    ``split`` and ``data``); the χ² law of tabular flows is ``law`` or comes from the run's config.
+    """
+    entry = source.get("calibration") or source
+    file_name, data = calibration_file(scores)
+    # Through a temporary file and os.replace: a served bundle never shows a half-written file.
+    handle, temporary = tempfile.mkstemp(prefix=f".{file_name}.", dir=folder)
+    with os.fdopen(handle, "wb") as stream:
+        stream.write(data)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, folder / file_name)
+    files = {k: v for k, v in manifest["files"].items() if not k.startswith("calibration-")}
+    files[file_name] = sha256_file(folder / file_name)
+    manifest["files"] = dict(sorted(files.items()))
+    if law is None and "config" in source:
+        law = analytic_law(manifest, source["config"])
+    section = calibration_section(
+        scores,
+        file_name,
+        entry.get("data") or {},
+        f"split conformal on {entry.get('split', 'held-out normal data')}",
+        created,
+        analytic_entry(law, scores),
+        default_fpr,
+    )
+    manifest["calibration"] = section
+    previous = manifest.get("threshold") or {}
+    run_threshold = previous.get("run", previous if "fpr" not in previous else None)
+    manifest["threshold"] = {
+        **conformal_threshold(scores, section["default_fpr"], section["n"]),
+        "run": run_threshold,
+    }
+
+
 def export_bundle(
     run_dir: str | Path,
     out_dir: str | Path,
     formats: Sequence[str] = ("onnx", "torchscript"),
     name: str | None = None,
     overwrite: bool = False,
+    default_fpr: float = DEFAULT_FPR,
 ) -> dict[str, Any]:
     """Export the run in ``run_dir`` to the bundle folder ``out_dir``; returns the manifest.
 
-    The model name defaults to ``out_dir``'s folder name. Raises :class:`ExportError` for a run
+    The model name defaults to ``out_dir``'s folder name. A run with calibration scores gets
+    them as ``calibration-<hash>.json`` (checksummed, see docs/calibration.md); its manifest
+    threshold is then the conformal score cut at ``default_fpr`` (the run's own threshold is
+    kept under ``threshold.run``). Raises :class:`ExportError` for a run
     that cannot be exported, an invalid name, an existing non-empty ``out_dir`` (unless
     ``overwrite``) or exported graphs that disagree with the eager model.
     """
@@ -180,8 +232,13 @@ def export_bundle(
         parity = _check_parity(scorer, run, staging, formats)
         files = {FORMAT_FILES[fmt]: sha256_file(staging / FORMAT_FILES[fmt]) for fmt in formats}
         opset = ONNX_OPSET if "onnx" in formats else None
+        created = utc_now()
         try:
-            manifest = build_manifest(run, bundle_name, files, utc_now(), opset, parity)
+            manifest = build_manifest(run, bundle_name, files, created, opset, parity)
+            calibration = read_run_calibration(run_dir, run)
+            if calibration is not None:
+                add_calibration(manifest, staging, calibration, run, created, default_fpr)
+                check_manifest(manifest)
         except ContractError as error:
             # The loader would refuse this bundle; never write it.
             raise ExportError(f"{run_dir}: {error}") from error

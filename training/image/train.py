@@ -33,6 +33,7 @@ from models.image.factory import build_image_detector
 from models.image.flow_blocks import lu_parameters
 from models.image.scorer import ImageScorer
 from service.contract import RunRecord
+from training.calibration import write_run_calibration
 from training.image.backbone_choice import resolve_backbone
 from training.image.data import (
     Category,
@@ -74,6 +75,9 @@ class ImageTrainSettings:
     lu_lr_scale: float = 0.1  # LU factors train with lr · lu_lr_scale
     grad_clip: float | None = 10.0
     val_fraction: float = 0.15
+    # Good training images held out for conformal calibration (docs/calibration.md): neither the
+    # fit nor early stopping (the validation split) sees them. 0 disables calibration.
+    calibration_fraction: float = 0.15
     max_train_images: int | None = None
     max_test_images: int | None = None
     max_seconds: float | None = None
@@ -202,6 +206,19 @@ def _test_subset(category: Category, limit: int | None, seed: int) -> tuple[list
     )
 
 
+def _calibration_split(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """``(fit pool, calibration images)``: a random ``fraction`` held out (none when 0)."""
+    if fraction == 0:
+        return paths, []
+    if not 0 < fraction < 1:
+        raise ValueError(f"calibration_fraction must lie in [0, 1), got {fraction}")
+    order = np.random.default_rng([seed, 12]).permutation(len(paths))
+    n_cal = max(1, int(round(fraction * len(paths))))
+    if len(paths) - n_cal < 2:
+        raise ValueError(f"data: {len(paths)} training images are too few to hold out a calibration split")
+    return sorted(paths[i] for i in order[n_cal:]), sorted(paths[i] for i in order[:n_cal])
+
+
 def _file_fingerprint(root: Path, paths: list[Path]) -> str:
     # relpath, not relative_to: folder-layout images may lie outside the category root.
     listing = np.array([f"{os.path.relpath(p, root)}:{p.stat().st_size}" for p in paths])
@@ -239,9 +256,9 @@ def train_image_run(
     if settings.backbone_note:
         logger.warning("%s: %s", model, settings.backbone_note)
     category = load_category(data_dir, settings.folder_layout)
-    train_paths, val_paths = split_train_validation(
-        _subsample(category.train, settings.max_train_images, seed), settings.val_fraction, seed
-    )
+    pool = _subsample(category.train, settings.max_train_images, seed)
+    fit_pool, cal_paths = _calibration_split(pool, settings.calibration_fraction, seed)
+    train_paths, val_paths = split_train_validation(fit_pool, settings.val_fraction, seed)
     input_size = settings.input_size or typical_geometry(category.train, settings.long_side, GEOMETRY_STRIDE)
 
     torch.manual_seed(seed)
@@ -251,13 +268,14 @@ def train_image_run(
 
     # Features of every training image once (cached across runs when feature_cache is set),
     # then this seed's train / validation rows.
-    pool = _subsample(category.train, settings.max_train_images, seed)
     row_of = {path: row for row, path in enumerate(pool)}
     pool_features = file_features(
         scorer, pool, input_size, settings.device, backbone.describe(), settings.feature_cache
     )
     rows = torch.tensor([row_of[p] for p in train_paths + val_paths])
     features = [f[rows.to(f.device)] for f in pool_features]
+    cal_rows = torch.tensor([row_of[p] for p in cal_paths], dtype=torch.long)
+    cal_features = [f[cal_rows.to(f.device)] for f in pool_features]
     del pool_features
     n_train = len(train_paths)
     train_index = torch.arange(n_train)
@@ -293,6 +311,8 @@ def train_image_run(
 
     val_scores, val_nll, _ = predict_features(detector, [f[n_train:] for f in features])
     features.clear()  # free the cached training features before scoring the test set
+    cal_scores = predict_features(detector, cal_features)[0] if cal_paths else torch.zeros(0)
+    cal_features.clear()
     finite = val_scores[torch.isfinite(val_scores)]
     threshold = float(torch.quantile(finite, THRESHOLD_QUANTILE)) if finite.numel() else math.nan
     metrics: dict[str, Any] = {
@@ -334,6 +354,7 @@ def train_image_run(
             "fingerprint": _file_fingerprint(category.root, category.train),
             "rows": len(train_paths),
             "validation_rows": len(val_paths),
+            "calibration_rows": len(cal_paths),
             "source": str(category.root),
         },
         fit={
@@ -354,4 +375,19 @@ def train_image_run(
             "settings": {k: v for k, v in asdict(settings).items() if k != "model_args"},
         },
     )
+    if cal_paths:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        run.extra["calibration"] = write_run_calibration(
+            out_dir,
+            cal_scores.numpy(),
+            {
+                "split": f"{settings.calibration_fraction:.0%} of the good training images held out "
+                "(seen neither by the fit nor by early stopping)",
+                "data": {
+                    "fingerprint": _file_fingerprint(category.root, cal_paths),
+                    "rows": len(cal_paths),
+                    "source": str(category.root),
+                },
+            },
+        )
     return save_run(out_dir, scorer.cpu(), run)

@@ -13,6 +13,7 @@ import torch
 
 from models.families import TABULAR_FLOW_KIND
 from service.contract import RunRecord
+from training.calibration import write_run_calibration
 from training.run_files import fingerprint_array, save_run
 from training.tabular.data import Standardizer, TabularDataError, holdout_split
 from training.tabular.families import fit_detector, resolve, score_rows
@@ -40,7 +41,9 @@ def train_tabular_run(
 
     Without ``x_val`` a random 10 % of ``x_normal`` is held out. Standardisation statistics
     come from the fitting rows; the threshold is the 99th percentile of the scores of the
-    held-out normal rows (labels of test data are never used). Raises
+    held-out normal rows (labels of test data are never used), and their sorted scores are
+    the run's conformal calibration (``calibration.json``; tabular training stops on the
+    training loss, so neither training nor early stopping saw them). Raises
     :class:`TrainingFailedError` (after writing ``run.json`` with ``fit.failed = true``) when
     the loss became NaN/Inf.
     """
@@ -101,6 +104,15 @@ def train_tabular_run(
         },
         seed=seed,
         extra={"training": asdict(settings)},
+    )
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    run.extra["calibration"] = write_run_calibration(
+        out_dir,
+        hold_scores_np,
+        {
+            "split": threshold_source,
+            "data": {"fingerprint": fingerprint_array(x_hold), "rows": len(x_hold), "source": source},
+        },
     )
     out = save_run(out_dir, scorer, run)
     if outcome.result.train_history:

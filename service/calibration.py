@@ -1,0 +1,197 @@
+"""Conformal calibration of anomaly scores: p-values, false-alarm cuts, Benjamini–Hochberg.
+
+The one place of this math, shared by training (which stores the calibration scores), export,
+``usfad calibrate`` and the service (which answers with p-values). Torch-free; scipy is only
+imported for the χ² law of flows (``analytic_p_values``, ``chi2_ks``).
+
+Split conformal p-value of a score ``s`` against the ``n`` scores ``C`` of held-out normal data
+(Bates et al., 2023, "Testing for outliers with conformal p-values")::
+
+    p(s) = (1 + #{c ∈ C : c ≥ s}) / (n + 1)
+
+If ``s`` and ``C`` are exchangeable (``s`` comes from the same normal data as ``C``), then
+``P(p(s) ≤ α) ≤ α`` for every ``α``, and ``= ⌊α(n + 1)⌋ / (n + 1)`` without ties. The smallest
+p-value is ``1 / (n + 1)``, so a false-alarm rate below that cannot be certified. A non-finite
+score (overflow) always gets that smallest p-value: it is never called normal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+DEFAULT_FPR = 0.01
+DRIFT_LEVELS = (0.01, 0.05)
+# Decisions compare p ≤ fpr; a relative slack absorbs the rounding of (1 + k) / (n + 1).
+_SLACK = 1e-9
+
+
+class CalibrationError(ValueError):
+    """Calibration data that cannot be used (too few, non-finite, malformed)."""
+
+
+def min_fpr(n: int) -> float:
+    """The smallest false-alarm rate ``n`` calibration scores can certify: ``1 / (n + 1)``."""
+    return 1.0 / (n + 1)
+
+
+def required_n(fpr: float) -> int:
+    """Calibration scores needed to certify ``fpr``: the least ``n`` with ``1 / (n + 1) ≤ fpr``."""
+    return max(1, math.ceil(1.0 / fpr * (1 - _SLACK) - 1))
+
+
+def certifiable(fpr: float, n: int) -> bool:
+    """Whether ``fpr ≥ 1 / (n + 1)``."""
+    return fpr * (1 + _SLACK) >= min_fpr(n)
+
+
+def sorted_scores(scores: Any) -> np.ndarray:
+    """Calibration scores as a sorted float64 array; ``CalibrationError`` if empty or non-finite."""
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise CalibrationError("no calibration scores")
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        raise CalibrationError(f"{bad} of {values.size} calibration scores are not finite")
+    return np.sort(values)
+
+
+def p_values(calibration: np.ndarray, scores: Any) -> np.ndarray:
+    """``(1 + #{c ≥ s}) / (n + 1)`` per score; non-finite scores get ``1 / (n + 1)``.
+
+    ``calibration`` must be sorted ascending (``sorted_scores``).
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    n = calibration.size
+    at_least = n - np.searchsorted(calibration, s, side="left")
+    p = (1.0 + at_least) / (n + 1.0)
+    p[~np.isfinite(s)] = 1.0 / (n + 1.0)
+    return p
+
+
+def flag_at_fpr(p: np.ndarray, fpr: float) -> np.ndarray:
+    """``p ≤ fpr`` (with a rounding slack): the verdict at false-alarm rate ``fpr``."""
+    return np.asarray(p) <= fpr * (1 + _SLACK)
+
+
+def score_cut(calibration: np.ndarray, fpr: float) -> float:
+    """The score ``t`` with ``p(s) ≤ fpr ⇔ s > t`` for finite ``s``.
+
+    With ``k = ⌊fpr (n + 1)⌋ − 1`` scores allowed at or above ``s``, ``t`` is the ``(n − k)``-th
+    smallest calibration score (``−∞`` when ``k ≥ n``). ``CalibrationError`` if ``fpr`` is below
+    ``1 / (n + 1)``.
+    """
+    n = calibration.size
+    if not certifiable(fpr, n):
+        raise CalibrationError(f"fpr {fpr:g} is below 1/(n+1) = {min_fpr(n):.3g} for n = {n}")
+    k = math.floor(fpr * (n + 1) * (1 + _SLACK)) - 1
+    return -math.inf if k >= n else float(calibration[n - 1 - k])
+
+
+def benjamini_hochberg(p: Any, q: float) -> np.ndarray:
+    """Rejections of the Benjamini–Hochberg step-up procedure at level ``q``.
+
+    Reject the ``k*`` smallest p-values, ``k* = max{k : p_(k) ≤ k q / m}``. With conformal
+    p-values of one calibration set the test points are PRDS, so the false-discovery rate is at
+    most ``q · m₀ / m`` (Bates et al., 2023, Theorem 3).
+    """
+    values = np.asarray(p, dtype=np.float64).reshape(-1)
+    m = values.size
+    if m == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(values, kind="stable")
+    below = values[order] <= q * np.arange(1, m + 1) / m * (1 + _SLACK)
+    reject = np.zeros(m, dtype=bool)
+    if below.any():
+        k = int(np.nonzero(below)[0].max()) + 1
+        reject[order[:k]] = True
+    return reject
+
+
+def analytic_p_values(scores: Any, dof: int, scale: float) -> np.ndarray:
+    """``P(χ²_dof ≥ scale · s²)``: the flow's own tail, for latent norms ``s = ‖φ(x) − c‖``.
+
+    For a base ``N(c, σ² I)`` in ``dof`` dimensions, ``‖φ(x) − c‖² / σ² ~ χ²_dof`` when the flow
+    fits, so ``scale = 1 / σ²`` (2 for the USF base ``N(c, ½ I)``). Non-finite scores get 0.
+    """
+    from scipy.stats import chi2  # the worker's dependency only; the API never calls this
+
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    p = chi2.sf(scale * np.square(s), dof)
+    p[~np.isfinite(s)] = 0.0
+    return p
+
+
+def chi2_ks(calibration: np.ndarray, dof: int, scale: float) -> dict[str, float]:
+    """Kolmogorov–Smirnov distance of ``scale · c²`` (calibration scores) from ``χ²_dof``."""
+    from scipy.stats import kstest
+
+    result = kstest(scale * np.square(calibration), "chi2", args=(dof,))
+    return {"ks_distance": float(result.statistic), "ks_pvalue": float(result.pvalue)}
+
+
+def default_fpr_for(n: int, wanted: float = DEFAULT_FPR) -> float:
+    """``wanted`` if ``n`` scores certify it, else the smallest certifiable rate ``1 / (n + 1)``."""
+    return wanted if certifiable(wanted, n) else min_fpr(n)
+
+
+def calibration_file(scores: np.ndarray) -> tuple[str, bytes]:
+    """``(file name, bytes)`` of a bundle's calibration file: ``{"n": n, "scores": [sorted]}``.
+
+    The name carries the first 12 hex digits of the content's sha256, so a recalibrated bundle
+    writes a new file next to the old one and switches by replacing ``manifest.json`` alone.
+    """
+    data = orjson.dumps({"n": int(scores.size), "scores": scores.tolist()})
+    return f"calibration-{hashlib.sha256(data).hexdigest()[:12]}.json", data
+
+
+def read_calibration_file(data: bytes, n: int) -> np.ndarray:
+    """Parse a calibration file; ``CalibrationError`` unless it holds ``n`` sorted finite scores."""
+    try:
+        document = orjson.loads(data)
+        scores = np.asarray(document["scores"], dtype=np.float64)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise CalibrationError(f"calibration file is malformed ({error})") from error
+    if scores.ndim != 1 or scores.size != n or document.get("n") != n:
+        raise CalibrationError(f"calibration file holds {scores.size} scores, the manifest says n = {n}")
+    if not np.isfinite(scores).all() or np.any(np.diff(scores) < 0):
+        raise CalibrationError("calibration scores must be finite and sorted ascending")
+    return scores
+
+
+def calibration_section(
+    scores: np.ndarray,
+    file_name: str,
+    data: dict[str, Any],
+    method: str,
+    created: str,
+    analytic: dict[str, Any] | None = None,
+    default_fpr: float = DEFAULT_FPR,
+) -> dict[str, Any]:
+    """The manifest's ``calibration`` entry (docs/calibration.md)."""
+    n = int(scores.size)
+    return {
+        "file": file_name,
+        "n": n,
+        "method": method,
+        "p_value": "(1 + #{calibration scores >= score}) / (n + 1)",
+        "default_fpr": default_fpr_for(n, default_fpr),
+        "min_fpr": min_fpr(n),
+        "data": data,
+        "analytic": analytic,
+        "created": created,
+    }
+
+
+def conformal_threshold(scores: np.ndarray, fpr: float, n: int) -> dict[str, Any]:
+    """The manifest's ``threshold`` for a calibrated bundle: the score cut at ``fpr``."""
+    cut = score_cut(scores, fpr)
+    return {
+        "score": cut,
+        "method": f"conformal: scores above it have p_value <= {fpr:g} (n = {n} held-out normal samples)",
+        "fpr": fpr,
+    }

@@ -1,0 +1,233 @@
+"""``usfad bench calibration``: do the false-alarm rates the service promises hold on test normals?
+
+For every ADBench set × seed × family: the paper's 70/30 split (anomalies dropped from the
+training part); the normal training rows are shuffled into a *fit* part (at most
+``--max-fit-rows``) and a *calibration* part (the rest, at most ``--max-cal-rows``, at least 20 %)
+that ``train_tabular_run`` receives as ``x_val``: it never trains on it, and tabular early stopping
+watches the training loss. The test normals are then scored, and per requested rate α (1 %, 5 %):
+
+- conformal: the share of test normals with ``p_value ≤ α`` (``service.calibration``), and
+  whether it lies in the binomial 99 % interval of α for that many test normals;
+- quantile rule (the previous bundles' threshold): the share above the ``1 − α`` quantile of the
+  same calibration scores (99th percentile for α = 1 %);
+- for flows with a χ² law: mean ``|p_analytic − p_conformal|`` on the test normals, the share
+  ``p_analytic ≤ 1 %`` flags, and the KS distance of the calibration scores from the law.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.calibration import analytic_p_values, certifiable, chi2_ks, flag_at_fpr, p_values
+
+RATES = (0.01, 0.05)
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "adbench"
+FIELDS = [
+    "dataset",
+    "family",
+    "seed",
+    "n_fit",
+    "n_cal",
+    "n_test_normal",
+    *[f"{kind}_{int(rate * 100)}" for rate in RATES for kind in ("conformal", "hit", "quantile", "qhit")],
+    "analytic_mean_abs_diff",
+    "analytic_flag_1",
+    "ks_distance",
+    "seconds",
+    "error",
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``usfad bench calibration``."""
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA), help="folder of ADBench .npz files")
+    parser.add_argument("--datasets", nargs="*", default=None, help="file stems (default: all)")
+    parser.add_argument("--models", default="usflow,deep_svdd", help="comma-separated tabular families")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--profile", default="cpu", choices=("cpu", "paper"), help="tabular bench profile")
+    parser.add_argument("--max-fit-rows", type=int, default=512, help="cap on the rows a model trains on")
+    parser.add_argument("--max-cal-rows", type=int, default=1000, help="cap on the calibration rows")
+    parser.add_argument("--max-test-rows", type=int, default=20000, help="cap on scored test normals")
+    parser.add_argument("--out", default="bench-calibration", help="folder for results.csv and report.md")
+
+
+def binomial_interval(rate: float, m: int, level: float = 0.99) -> tuple[float, float]:
+    """Central ``level`` interval of ``Binomial(m, rate) / m``."""
+    from scipy.stats import binom
+
+    tail = (1 - level) / 2
+    return float(binom.ppf(tail, m, rate)) / m, float(binom.ppf(1 - tail, m, rate)) / m
+
+
+def _split(y: np.ndarray, seed: int, max_fit: int, max_cal: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from training.tabular.data import one_class_split
+
+    split = one_class_split(y, seed)
+    normal = np.random.default_rng([seed, 31]).permutation(split.train_index)
+    n_cal = min(max_cal, max(int(round(0.2 * len(normal))), len(normal) - max_fit))
+    return normal[n_cal : n_cal + max_fit], normal[:n_cal], split.test_index
+
+
+def one_run(x: np.ndarray, y: np.ndarray, family: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train, calibrate and measure one (data set, family, seed)."""
+    import torch
+
+    from training.calibration import analytic_law, read_run_calibration
+    from training.runs import read_run
+    from training.tabular.bench import PROFILES
+    from training.tabular.run import load_tabular_scorer
+    from training.tabular.train import train_tabular_run
+
+    fit_rows, cal_rows, test_rows = _split(y, seed, args.max_fit_rows, args.max_cal_rows)
+    test_normal = test_rows[y[test_rows] == 0][: args.max_test_rows]
+    row: dict[str, Any] = {"n_fit": len(fit_rows), "n_cal": len(cal_rows), "n_test_normal": len(test_normal)}
+    with tempfile.TemporaryDirectory(prefix="usfad-calbench-") as folder:
+        run_dir = train_tabular_run(
+            x[fit_rows],
+            family,
+            folder,
+            seed=seed,
+            overrides=dict(PROFILES[args.profile].overrides),
+            x_val=x[cal_rows],
+        )
+        run = read_run(run_dir)
+        calibration = read_run_calibration(run_dir, run)
+        scorer = load_tabular_scorer(run_dir, run)
+        with torch.inference_mode():
+            scores = torch.cat(
+                [
+                    scorer(torch.from_numpy(x[test_normal[i : i + 4096]].astype(np.float32)))[0]
+                    for i in range(0, len(test_normal), 4096)
+                ]
+            ).numpy()
+    assert calibration is not None
+    n = calibration.size
+    p = p_values(calibration, scores)
+    m = len(scores)
+    for rate in RATES:
+        tag = int(rate * 100)
+        low, high = binomial_interval(rate, m)
+        if certifiable(rate, n):
+            observed = float(flag_at_fpr(p, rate).mean())
+            row[f"conformal_{tag}"], row[f"hit_{tag}"] = observed, int(low <= observed <= high)
+        else:
+            row[f"conformal_{tag}"], row[f"hit_{tag}"] = "", ""
+        cut = np.percentile(calibration, 100 * (1 - rate))
+        quantile = float(np.mean(~(scores <= cut)))
+        row[f"quantile_{tag}"], row[f"qhit_{tag}"] = quantile, int(low <= quantile <= high)
+    law = analytic_law(run, run["config"])
+    if law is not None:
+        analytic = analytic_p_values(scores, law["dof"], law["scale"])
+        row["analytic_mean_abs_diff"] = float(np.mean(np.abs(analytic - p)))
+        row["analytic_flag_1"] = float(np.mean(analytic <= 0.01))
+        row["ks_distance"] = chi2_ks(calibration, law["dof"], law["scale"])["ks_distance"]
+    return row
+
+
+def _mean(values: list[float]) -> str:
+    return f"{np.mean(values):.4f}" if values else "–"
+
+
+def report(rows: list[dict[str, Any]], header: str) -> str:
+    """Markdown: per data set and family, means over seeds, then the criteria over all runs."""
+    lines = [header, ""]
+    for family in sorted({r["family"] for r in rows}):
+        mine = [r for r in rows if r["family"] == family and not r["error"]]
+        lines += [
+            f"**{family}** (means over seeds; conformal `p <= α` vs the quantile rule on the same "
+            "calibration scores; hits = runs inside the binomial 99 % interval of α)",
+            "",
+            "| data set | n cal | test normals | 1 %: conformal | hits | 99th pct | hits | 5 %: conformal "
+            "| hits | 95th pct | hits | mean abs(p_chi2 - p) | chi2 flags at 1 % | KS |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for dataset in sorted({r["dataset"] for r in mine}, key=lambda s: int(s.split("_")[0])):
+            runs = [r for r in mine if r["dataset"] == dataset]
+            cells = [dataset, f"{np.mean([r['n_cal'] for r in runs]):.0f}"]
+            cells.append(f"{np.mean([r['n_test_normal'] for r in runs]):.0f}")
+            for tag in (1, 5):
+                certified = [r for r in runs if r[f"conformal_{tag}"] != ""]
+                cells.append(_mean([r[f"conformal_{tag}"] for r in certified]) if certified else "n/a")
+                cells.append(f"{sum(r[f'hit_{tag}'] for r in certified)}/{len(certified)}")
+                cells.append(_mean([r[f"quantile_{tag}"] for r in runs]))
+                cells.append(f"{sum(r[f'qhit_{tag}'] for r in runs)}/{len(runs)}")
+            for key in ("analytic_mean_abs_diff", "analytic_flag_1", "ks_distance"):
+                values = [r[key] for r in runs if r.get(key, "") != ""]
+                cells.append(_mean(values) if values else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        for tag in (1, 5):
+            rate = tag / 100
+            certified = [r for r in mine if r[f"conformal_{tag}"] != ""]
+            if certified:
+                hits = np.mean([r[f"hit_{tag}"] for r in certified])
+                mean = np.mean([r[f"conformal_{tag}"] for r in certified])
+                qhits = np.mean([r[f"qhit_{tag}"] for r in mine])
+                qmean = np.mean([r[f"quantile_{tag}"] for r in mine])
+                lines.append(
+                    f"- α = {tag} %: conformal in the 99 % interval in {hits:.0%} of {len(certified)} "
+                    f"certifiable runs, mean observed {mean:.4f} ({mean / rate - 1:+.0%} from α); "
+                    f"quantile rule {qhits:.0%} of {len(mine)} runs, "
+                    f"mean {qmean:.4f} ({qmean / rate - 1:+.0%})"
+                )
+        failed = [r for r in rows if r["family"] == family and r["error"]]
+        if failed:
+            names = "; ".join(f"{r['dataset']} s{r['seed']}" for r in failed)
+            lines.append(f"- {len(failed)} runs failed: {names}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_calibration_bench(args: argparse.Namespace) -> int:
+    """Run the grid, append to ``OUT/results.csv`` as it goes, write ``OUT/report.md``."""
+    import torch
+
+    from training.tabular.data import load_npz
+
+    torch.set_num_threads(1)
+    files = sorted(Path(args.data_dir).glob("*.npz"), key=lambda p: int(p.stem.split("_")[0]))
+    if args.datasets:
+        files = [f for f in files if f.stem in set(args.datasets)]
+    families = [m.strip() for m in args.models.split(",") if m.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    started = time.time()
+    with (out / "results.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, FIELDS)
+        writer.writeheader()
+        for file in files:
+            data = load_npz(file)
+            assert data.y is not None
+            for family in families:
+                for seed in seeds:
+                    row: dict[str, Any] = {"dataset": file.stem, "family": family, "seed": seed, "error": ""}
+                    begun = time.time()
+                    try:
+                        row.update(one_run(data.x, data.y, family, seed, args))
+                    except Exception as error:  # noqa: BLE001 - a failed run is reported, the grid goes on
+                        row["error"] = f"{type(error).__name__}: {str(error)[:120]}"
+                    row["seconds"] = round(time.time() - begun, 1)
+                    rows.append(row)
+                    writer.writerow({key: row.get(key, "") for key in FIELDS})
+                    handle.flush()
+                    done = f"{file.stem} {family} {seed}: {row['seconds']} s {row['error']}"
+                    print(f"[bench calibration] {done}", flush=True)
+    header = (
+        f"`usfad bench calibration --profile {args.profile} --max-fit-rows {args.max_fit_rows} "
+        f"--max-cal-rows {args.max_cal_rows} --models {args.models} --seeds {args.seeds}`, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {platform.node()}, "
+        f"{time.time() - started:.0f} s"
+    )
+    (out / "report.md").write_text(report(rows, header))
+    print(report(rows, header))
+    return 0
