@@ -22,7 +22,8 @@ except ImportError as missing:  # neither extra installed: say which to install
         "(onnxruntime-gpu), never both (docs/deployment.md)"
     ) from missing
 
-from service.calibration import CalibrationError, analytic_p_values, p_values, read_calibration_file
+from service.analytic import analytic_p_values
+from service.calibration import CalibrationError, p_values, read_calibration_file
 from service.contract import ONNX_FILE
 from service.errors import BundleError, InputError
 from service.inputs import validate_image_batch, validate_tabular_rows

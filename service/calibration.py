@@ -1,8 +1,8 @@
 """Conformal calibration of anomaly scores: p-values, false-alarm cuts, Benjamini–Hochberg.
 
 The one place of this math, shared by training (which stores the calibration scores), export,
-``usfad calibrate`` and the service (which answers with p-values). Torch-free; scipy is only
-imported for the χ² law of flows (``analytic_p_values``, ``chi2_ks``).
+``usfad calibrate`` and the service (which answers with p-values). Torch-free and scipy-free
+(the API image has neither); the χ² law of flows is in ``service.analytic`` (workers only).
 
 Split conformal p-value of a score ``s`` against the ``n`` scores ``C`` of held-out normal data
 (Bates et al., 2023, "Testing for outliers with conformal p-values")::
@@ -110,28 +110,6 @@ def benjamini_hochberg(p: Any, q: float) -> np.ndarray:
         k = int(np.nonzero(below)[0].max()) + 1
         reject[order[:k]] = True
     return reject
-
-
-def analytic_p_values(scores: Any, dof: int, scale: float) -> np.ndarray:
-    """``P(χ²_dof ≥ scale · s²)``: the flow's own tail, for latent norms ``s = ‖φ(x) − c‖``.
-
-    For a base ``N(c, σ² I)`` in ``dof`` dimensions, ``‖φ(x) − c‖² / σ² ~ χ²_dof`` when the flow
-    fits, so ``scale = 1 / σ²`` (2 for the USF base ``N(c, ½ I)``). Non-finite scores get 0.
-    """
-    from scipy.stats import chi2  # the worker's dependency only; the API never calls this
-
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    p = chi2.sf(scale * np.square(s), dof)
-    p[~np.isfinite(s)] = 0.0
-    return p
-
-
-def chi2_ks(calibration: np.ndarray, dof: int, scale: float) -> dict[str, float]:
-    """Kolmogorov–Smirnov distance of ``scale · c²`` (calibration scores) from ``χ²_dof``."""
-    from scipy.stats import kstest
-
-    result = kstest(scale * np.square(calibration), "chi2", args=(dof,))
-    return {"ks_distance": float(result.statistic), "ks_pvalue": float(result.pvalue)}
 
 
 def default_fpr_for(n: int, wanted: float = DEFAULT_FPR) -> float:

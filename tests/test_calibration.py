@@ -30,8 +30,8 @@ from service.calibration import (
     sorted_scores,
 )
 from service.errors import BundleError
+from tests.conftest import CARDIO_FILE, data_path
 from tests.service_support import (
-    CARDIO,
     IMAGE_MODEL,
     REPO_ROOT,
     TABULAR_MODEL,
@@ -256,10 +256,11 @@ def test_image_verdicts_at_a_false_alarm_rate(served: tuple[str, Path]) -> None:
 def test_usfad_calibrate_on_a_served_bundle_is_picked_up_without_restart(served: tuple[str, Path]) -> None:
     """Runs last: recalibrates the served tabular bundle in place on all normal cardio rows."""
     url, models = served
+    cardio = data_path(CARDIO_FILE)
     old = _tabular(url).json()
     done = subprocess.run(
         [sys.executable, "-m", "training.cli", "calibrate", str(models / TABULAR_MODEL)]
-        + ["--data", str(CARDIO)],
+        + ["--data", str(cardio)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -267,11 +268,11 @@ def test_usfad_calibrate_on_a_served_bundle_is_picked_up_without_restart(served:
     )
     assert done.returncode == 0, done.stderr
     manifest = json.loads((models / TABULAR_MODEL / "manifest.json").read_text())
-    with np.load(CARDIO) as data:
+    with np.load(cardio) as data:
         normal = int((data["y"] == 0).sum())
     section = manifest["calibration"]
     assert section["n"] == normal == section["data"]["rows"] and manifest["version"] != old["version"]
-    assert section["data"]["source"] == str(CARDIO) and section["data"]["fingerprint"].startswith("sha256:")
+    assert section["data"]["source"] == str(cardio) and section["data"]["fingerprint"].startswith("sha256:")
     assert section["analytic"]["dof"] == 21 and manifest["recalibrated_from"] == old["version"]
     assert [p.name for p in (models / TABULAR_MODEL).glob("calibration-*.json")] == [section["file"]]
     wait_until(lambda: _tabular(url).json()["version"] == manifest["version"], 20, "recalibrated version")

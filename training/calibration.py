@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.calibration import chi2_ks, sorted_scores
+from service.analytic import chi2_ks
+from service.calibration import sorted_scores
 
 RUN_CALIBRATION_FILE = "calibration.json"
 # Tabular flows whose latent norm follows a χ² law under their base N(c, σ² I) (models/flows/base.py).
