@@ -38,7 +38,11 @@ FIELDS = [
     "n_fit",
     "n_cal",
     "n_test_normal",
-    *[f"{kind}_{int(rate * 100)}" for rate in RATES for kind in ("conformal", "hit", "quantile", "qhit")],
+    *[
+        f"{kind}_{int(rate * 100)}"
+        for rate in RATES
+        for kind in ("conformal", "hit", "bbhit", "quantile", "qhit")
+    ],
     "analytic_mean_abs_diff",
     "analytic_flag_1",
     "ks_distance",
@@ -58,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-cal-rows", type=int, default=1000, help="cap on the calibration rows")
     parser.add_argument("--max-test-rows", type=int, default=20000, help="cap on scored test normals")
     parser.add_argument("--out", default="bench-calibration", help="folder for results.csv and report.md")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite OUT/report.md from OUT/results.csv, train nothing"
+    )
 
 
 def binomial_interval(rate: float, m: int, level: float = 0.99) -> tuple[float, float]:
@@ -66,6 +73,18 @@ def binomial_interval(rate: float, m: int, level: float = 0.99) -> tuple[float, 
 
     tail = (1 - level) / 2
     return float(binom.ppf(tail, m, rate)) / m, float(binom.ppf(1 - tail, m, rate)) / m
+
+
+def conformal_interval(rate: float, n: int, m: int, level: float = 0.99) -> tuple[float, float]:
+    """Central ``level`` interval of the observed rate on ``m`` test normals *including* the
+    calibration draw: with ``k = ⌊α(n + 1)⌋`` the conditional false-alarm rate is
+    ``Beta(k, n + 1 − k)``, so the count is ``BetaBinomial(m, k, n + 1 − k)``."""
+    from scipy.stats import betabinom
+
+    k = int(np.floor(rate * (n + 1) * (1 + 1e-9)))
+    tail = (1 - level) / 2
+    law = betabinom(m, k, n + 1 - k)
+    return float(law.ppf(tail)) / m, float(law.ppf(1 - tail)) / m
 
 
 def _split(y: np.ndarray, seed: int, max_fit: int, max_cal: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,8 +138,10 @@ def one_run(x: np.ndarray, y: np.ndarray, family: str, seed: int, args: argparse
         if certifiable(rate, n):
             observed = float(flag_at_fpr(p, rate).mean())
             row[f"conformal_{tag}"], row[f"hit_{tag}"] = observed, int(low <= observed <= high)
+            beta_low, beta_high = conformal_interval(rate, n, m)
+            row[f"bbhit_{tag}"] = int(beta_low <= observed <= beta_high)
         else:
-            row[f"conformal_{tag}"], row[f"hit_{tag}"] = "", ""
+            row[f"conformal_{tag}"], row[f"hit_{tag}"], row[f"bbhit_{tag}"] = "", "", ""
         cut = np.percentile(calibration, 100 * (1 - rate))
         quantile = float(np.mean(~(scores <= cut)))
         row[f"quantile_{tag}"], row[f"qhit_{tag}"] = quantile, int(low <= quantile <= high)
@@ -137,17 +158,41 @@ def _mean(values: list[float]) -> str:
     return f"{np.mean(values):.4f}" if values else "–"
 
 
+def _bbhit(row: dict[str, Any], tag: int) -> int:
+    low, high = conformal_interval(tag / 100, int(row["n_cal"]), int(row["n_test_normal"]))
+    return int(low <= float(row[f"conformal_{tag}"]) <= high)
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """``results.csv`` back as rows with numbers (the calibration-aware hits recomputed if absent)."""
+    rows = []
+    with path.open(newline="") as handle:
+        for raw in csv.DictReader(handle):
+            row: dict[str, Any] = dict(raw)
+            for key, value in raw.items():
+                if key not in ("dataset", "family", "error") and value not in ("", None):
+                    row[key] = float(value)
+            for tag in (1, 5):
+                if row.get(f"bbhit_{tag}", "") in ("", None) and row.get(f"conformal_{tag}", "") != "":
+                    row[f"bbhit_{tag}"] = _bbhit(row, tag)
+            rows.append(row)
+    return rows
+
+
 def report(rows: list[dict[str, Any]], header: str) -> str:
     """Markdown: per data set and family, means over seeds, then the criteria over all runs."""
     lines = [header, ""]
     for family in sorted({r["family"] for r in rows}):
         mine = [r for r in rows if r["family"] == family and not r["error"]]
         lines += [
-            f"**{family}** (means over seeds; conformal `p <= α` vs the quantile rule on the same "
-            "calibration scores; hits = runs inside the binomial 99 % interval of α)",
+            f"**{family}**: means over seeds of the observed false-alarm rate on the test normals; "
+            "hits = runs inside the binomial 99 % interval of α (test sampling only) / inside the "
+            "beta-binomial 99 % interval (test sampling and the calibration draw, what split "
+            "conformal promises); pct = the old rule, the (1 − α) quantile of the same calibration scores.",
             "",
-            "| data set | n cal | test normals | 1 %: conformal | hits | 99th pct | hits | 5 %: conformal "
-            "| hits | 95th pct | hits | mean abs(p_chi2 - p) | chi2 flags at 1 % | KS |",
+            "| data set | n cal | test normals | 1 %: conformal | hits binom / beta-binom | 99th pct | hits "
+            "| 5 %: conformal | hits binom / beta-binom | 95th pct | hits | mean abs(p_chi2 − p) "
+            "| chi2 flags at 1 % | KS |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for dataset in sorted({r["dataset"] for r in mine}, key=lambda s: int(s.split("_")[0])):
@@ -157,9 +202,11 @@ def report(rows: list[dict[str, Any]], header: str) -> str:
             for tag in (1, 5):
                 certified = [r for r in runs if r[f"conformal_{tag}"] != ""]
                 cells.append(_mean([r[f"conformal_{tag}"] for r in certified]) if certified else "n/a")
-                cells.append(f"{sum(r[f'hit_{tag}'] for r in certified)}/{len(certified)}")
+                hits = sum(int(r[f"hit_{tag}"]) for r in certified)
+                bbhits = sum(int(r[f"bbhit_{tag}"]) for r in certified)
+                cells.append(f"{hits}/{len(certified)} / {bbhits}/{len(certified)}" if certified else "–")
                 cells.append(_mean([r[f"quantile_{tag}"] for r in runs]))
-                cells.append(f"{sum(r[f'qhit_{tag}'] for r in runs)}/{len(runs)}")
+                cells.append(f"{sum(int(r[f'qhit_{tag}']) for r in runs)}/{len(runs)}")
             for key in ("analytic_mean_abs_diff", "analytic_flag_1", "ks_distance"):
                 values = [r[key] for r in runs if r.get(key, "") != ""]
                 cells.append(_mean(values) if values else "–")
@@ -170,18 +217,26 @@ def report(rows: list[dict[str, Any]], header: str) -> str:
             certified = [r for r in mine if r[f"conformal_{tag}"] != ""]
             if certified:
                 hits = np.mean([r[f"hit_{tag}"] for r in certified])
+                bbhits = np.mean([r[f"bbhit_{tag}"] for r in certified])
                 mean = np.mean([r[f"conformal_{tag}"] for r in certified])
                 qhits = np.mean([r[f"qhit_{tag}"] for r in mine])
                 qmean = np.mean([r[f"quantile_{tag}"] for r in mine])
                 lines.append(
-                    f"- α = {tag} %: conformal in the 99 % interval in {hits:.0%} of {len(certified)} "
-                    f"certifiable runs, mean observed {mean:.4f} ({mean / rate - 1:+.0%} from α); "
-                    f"quantile rule {qhits:.0%} of {len(mine)} runs, "
-                    f"mean {qmean:.4f} ({qmean / rate - 1:+.0%})"
+                    f"- α = {tag} %, conformal, {len(certified)} certifiable runs (n ≥ {100 // tag - 1}): "
+                    f"mean observed {mean:.4f} ({mean / rate - 1:+.0%} from α); inside the binomial "
+                    f"interval {hits:.0%}, inside the beta-binomial interval {bbhits:.0%}. Quantile "
+                    f"rule, {len(mine)} runs: mean {qmean:.4f} ({qmean / rate - 1:+.0%}), "
+                    f"binomial {qhits:.0%}"
                 )
+        uncertified = [r for r in mine if r["conformal_1"] == ""]
+        if uncertified:
+            lines.append(
+                f"- α = 1 % is not certifiable (n < 99) in {len(uncertified)} runs: "
+                "the service answers 422 there"
+            )
         failed = [r for r in rows if r["family"] == family and r["error"]]
         if failed:
-            names = "; ".join(f"{r['dataset']} s{r['seed']}" for r in failed)
+            names = "; ".join(f"{r['dataset']} s{int(r['seed'])}" for r in failed)
             lines.append(f"- {len(failed)} runs failed: {names}")
         lines.append("")
     return "\n".join(lines)
@@ -193,6 +248,12 @@ def run_calibration_bench(args: argparse.Namespace) -> int:
 
     from training.tabular.data import load_npz
 
+    out = Path(args.out)
+    if args.report_only:
+        text = report(read_results(out / "results.csv"), f"(from {out / 'results.csv'})")
+        (out / "report.md").write_text(text)
+        print(text)
+        return 0
     torch.set_num_threads(1)
     files = sorted(Path(args.data_dir).glob("*.npz"), key=lambda p: int(p.stem.split("_")[0]))
     if args.datasets:
