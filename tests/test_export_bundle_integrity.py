@@ -163,14 +163,16 @@ def test_export_refuses_a_non_empty_folder_then_overwrites(usflow_run: Path, tmp
     assert main(["export", str(usflow_run), "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err and (out / "notes.txt").exists()
     assert main(["export", str(usflow_run), "--out", str(out), "--overwrite", "--name", "renamed"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.pt"]
-    assert json.loads((out / "manifest.json").read_text())["name"] == "renamed"
+    manifest = json.loads((out / "manifest.json").read_text())
+    calibration = manifest["calibration"]["file"]
+    assert sorted(p.name for p in out.iterdir()) == [calibration, "manifest.json", "model.onnx", "model.pt"]
+    assert manifest["name"] == "renamed"
     assert [p.name for p in tmp_path.iterdir()] == ["cardio-usflow"]  # no staging folder left behind
 
 
 def test_export_onnx_only_bundle(usflow_run: Path, tmp_path: Path) -> None:
     manifest = export_bundle(usflow_run, tmp_path / "onnx-only", formats="onnx")
-    assert list(manifest["files"]) == ["model.onnx"]
+    assert list(manifest["files"]) == [manifest["calibration"]["file"], "model.onnx"]
     assert load_bundle(tmp_path / "onnx-only", device="cpu").manifest.files == manifest["files"]
 
 

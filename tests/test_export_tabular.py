@@ -81,8 +81,10 @@ def test_manifest_describes_the_run(family: str, exported: dict[str, tuple[Path,
     measured = manifest["parity"]["max_relative_difference"]
     assert set(measured) == {"onnx", "torchscript"}
     assert all(value <= SCORE_TOLERANCE for fmt in measured.values() for value in fmt.values())
-    assert sorted(manifest["files"]) == ["model.onnx", "model.pt"]
-    assert sorted(p.name for p in bundle_dir.iterdir()) == ["manifest.json", "model.onnx", "model.pt"]
+    calibration = manifest["calibration"]["file"]
+    assert sorted(manifest["files"]) == [calibration, "model.onnx", "model.pt"]
+    written = sorted(p.name for p in bundle_dir.iterdir())
+    assert written == [calibration, "manifest.json", "model.onnx", "model.pt"]
     for file_name, digest in manifest["files"].items():
         assert sha256_file(bundle_dir / file_name) == digest
     assert manifest["version"].endswith("-" + manifest["files"]["model.onnx"][:8])

@@ -14,6 +14,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         description="Score normal data with the bundle (the service's loader and decoding) and write a new "
         "bundle version whose conformal calibration are those scores (docs/calibration.md). "
         "Without --out the bundle is updated in place, atomically: a served bundle is hot-reloaded.",
+        epilog="example:\n  usfad calibrate bundles/cardio-usflow --data ../shared/data/adbench/6_cardio.npz",
     )
     calibrate.add_argument("bundle_dir", metavar="BUNDLE_DIR")
     calibrate.add_argument(
@@ -36,6 +37,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "set the observed false-alarm rate on test normals at fpr 1%% and 5%%, the binomial 99%% "
         "interval, n calibration, the old 99%%-quantile threshold side by side, and the chi2 "
         "p-value's distance from the conformal one.",
+        epilog="example:\n  usfad bench calibration --datasets 6_cardio 29_Pima --seeds 0 --out bench-cal",
     )
     from training.calibration_bench import add_arguments
 
