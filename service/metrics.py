@@ -105,6 +105,7 @@ class ApiMetrics:
             "Share of the last 1000 answered rows/images with p_value <= level (drift alarm)",
             ["model", "level"],
             registry=registry,
+            multiprocess_mode="mostrecent",  # each API process has its own window
         )
 
 
