@@ -169,7 +169,8 @@ def create_app(
             FiniteFloat | None, Query(description="flag this request's images by Benjamini-Hochberg at fdr")
         ] = None,
         map: Annotated[
-            MapFormat, Query(description="anomaly map: none, png (heat map) or array")
+            MapFormat,
+            Query(description="anomaly map: none, png (heat map), array, or mask (defects at the fpr)"),
         ] = MapFormat.png,
         timeout_s: Annotated[float | None, Query(gt=0, le=300, description="deadline in seconds")] = None,
     ) -> Response:
@@ -202,6 +203,8 @@ def create_app(
         inputs, originals = await pixels.run(scorer.image_inputs, model, version, uploads)
         request.state.model = model
         scorer.check_rule(model, version, rule)
+        if map_format is MapFormat.mask and rule.fdr is not None:
+            raise InputError("map", "map=mask cuts at a false-alarm rate: use fpr or threshold, not fdr")
         result = await scorer.submit(request.state.request_id, model, version, inputs, timeout_s)
         answer = await pixels.run(
             scorer.image_answer,
@@ -337,4 +340,5 @@ def _form_map(fields: dict[str, str], default: MapFormat) -> MapFormat:
     try:
         return MapFormat(fields["map"])
     except ValueError:
-        raise InputError("map", f"must be one of none, png, array; got {fields['map'][:40]!r}") from None
+        choices = ", ".join(item.value for item in MapFormat)
+        raise InputError("map", f"must be one of {choices}; got {fields['map'][:40]!r}") from None

@@ -76,6 +76,7 @@ class MapFormat(StrEnum):
     none = "none"
     png = "png"
     array = "array"
+    mask = "mask"
 
 
 class AnomalyMap(BaseModel):
@@ -90,6 +91,13 @@ class AnomalyMap(BaseModel):
     values: list[list[float]] | None = Field(
         None, description="row-major [height][width] floats (format array)"
     )
+    cut: float | None = Field(
+        None,
+        description="format mask: pixels with map value > cut are defects (white in the PNG); the cut "
+        "is the image score's conformal cut at the verdict's fpr, so a good image shows any defect "
+        "pixel with probability <= fpr",
+    )
+    defect_pixels: int | None = Field(None, description="format mask: number of defect pixels")
 
 
 class ImageScore(BaseModel):

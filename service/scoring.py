@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.calibration import CalibrationError
 from service.drift import DriftMonitor
 from service.errors import InputError
 from service.images import decode_image, heatmap_png, resize_for_model, resize_map
 from service.inputs import validate_tabular_rows
 from service.manifest import Manifest, validate_model_name
+from service.masks import CalibrationFiles, mask_answer
 from service.metrics import ApiMetrics
 from service.queue import Job, Result, WorkQueue
 from service.registry import ManifestCatalog
@@ -80,6 +82,20 @@ class Scorer:
         self.catalog = catalog
         self.metrics = metrics
         self.drift = DriftMonitor(metrics.p_value_share)
+        self.calibrations = CalibrationFiles(settings.model_dir)
+
+    def mask_cut(self, model: str, result: Result, verdict: Verdict) -> float:
+        """The map cut of ``map=mask``: the verdict's score cut (threshold, or the cut at its fpr)."""
+        if verdict.threshold is not None:
+            return float(verdict.threshold)
+        manifest = self.catalog.get(model)
+        if manifest.version != result.version or verdict.fpr is None:
+            raise ServiceError(503, f"model {model!r} was reloaded while answering; retry")
+        try:
+            return self.calibrations.cut(model, manifest, verdict.fpr)
+        except (CalibrationError, OSError) as error:
+            message = f"calibration of {model!r} cannot be read now ({error}); retry"
+            raise ServiceError(503, message) from error
 
     def verdict(self, model: str, result: Result, rule: Rule) -> Verdict:
         """Decide ``is_anomaly`` for a result (422 if its version cannot honour ``rule``); feed drift."""
@@ -219,9 +235,12 @@ class Scorer:
         p_values = _column(result, "p_value", count)
         analytic = _column(result, "p_value_analytic", count)
         results = []
+        cut = self.mask_cut(model, result, verdict) if map_format is MapFormat.mask else math.nan
         for index, (upload, (original_h, original_w)) in enumerate(zip(uploads, originals, strict=True)):
             anomaly_map = None
-            if maps is not None and map_format is not MapFormat.none:
+            if maps is not None and map_format is MapFormat.mask:
+                anomaly_map = mask_answer(maps[index], cut, original_h, original_w)
+            elif maps is not None and map_format is not MapFormat.none:
                 anomaly_map = _map_answer(resize_map(maps[index], original_h, original_w), map_format)
             results.append(
                 {

@@ -8,6 +8,8 @@ Runtime); and ``usfad calibrate`` on a served bundle, picked up without a restar
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 from scipy import stats
 
 from service.bundle import load_bundle
@@ -252,6 +255,19 @@ def test_image_verdicts_at_a_false_alarm_rate(served: tuple[str, Path]) -> None:
     p = [r["p_value"] for r in fdr["results"]]
     assert [r["is_anomaly"] for r in fdr["results"]] == benjamini_hochberg(p, 0.5).tolist()
 
+    # map=mask: defect pixels at the score cut of the verdict's fpr; non-empty exactly when flagged.
+    for fields in ({"fpr": 0.5}, {}):
+        masked = httpx.post(f"{url}/score/image", params={**params, "map": "mask", **fields}, files=files)
+        assert masked.status_code == 200, masked.text
+        for result, path in zip(masked.json()["results"], tile_images(4), strict=True):
+            mask = result["anomaly_map"]
+            assert mask["format"] == "mask" and (mask["defect_pixels"] > 0) == result["is_anomaly"]
+            pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask["png_base64"]))))
+            assert pixels.shape == np.asarray(Image.open(path)).shape[:2]
+            assert int((pixels > 0).sum()) == mask["defect_pixels"]
+    refused = httpx.post(f"{url}/score/image", params={**params, "map": "mask", "fdr": 0.5}, files=files)
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "map"
+
 
 def test_usfad_calibrate_on_a_served_bundle_is_picked_up_without_restart(served: tuple[str, Path]) -> None:
     """Runs last: recalibrates the served tabular bundle in place on all normal cardio rows."""
@@ -282,3 +298,19 @@ def test_usfad_calibrate_on_a_served_bundle_is_picked_up_without_restart(served:
     scores = np.array([r["score"] for r in body["results"]])
     np.testing.assert_allclose([r["p_value"] for r in body["results"]], refreshed.p_values(scores)["p_value"])
     assert httpx.get(f"{url}/models").json()["refused"] == {}
+
+
+def test_fpr_and_fdr_take_the_fast_path_and_agree_with_pydantic() -> None:
+    from fastapi.exceptions import RequestValidationError
+
+    from service.schemas import TabularRequest
+    from service.tabular_request import _plain_call, parse_tabular_request
+
+    body = {"model": "m", "rows": [[1.0]], "fpr": 0.01, "fdr": None, "threshold": None}
+    call = _plain_call(body)
+    checked = TabularRequest.model_validate({**body, "rows": []})
+    assert call is not None and (call.fpr, call.fdr) == (checked.fpr, checked.fdr) == (0.01, None)
+    assert parse_tabular_request(b'{"model": "m", "rows": [[1]], "fdr": 0.2}').fdr == 0.2
+    with pytest.raises(RequestValidationError) as refused:
+        parse_tabular_request(b'{"model": "m", "rows": [[1]], "fpr": "low"}')
+    assert refused.value.errors()[0]["loc"][-1] == "fpr"
