@@ -28,6 +28,7 @@ import numpy as np
 
 from service.analytic import analytic_p_values, chi2_ks
 from service.calibration import certifiable, flag_at_fpr, p_values
+from training import progress
 
 RATES = (0.01, 0.05)
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "adbench"
@@ -267,6 +268,7 @@ def run_calibration_bench(args: argparse.Namespace) -> int:
     with (out / "results.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, FIELDS)
         writer.writeheader()
+        grid_bar = progress.bar(len(files) * len(families) * len(seeds), "bench calibration", unit="run")
         for file in files:
             data = load_npz(file)
             assert data.y is not None
@@ -283,7 +285,9 @@ def run_calibration_bench(args: argparse.Namespace) -> int:
                     writer.writerow({key: row.get(key, "") for key in FIELDS})
                     handle.flush()
                     done = f"{file.stem} {family} {seed}: {row['seconds']} s {row['error']}"
-                    print(f"[bench calibration] {done}", flush=True)
+                    progress.write(f"[bench calibration] {done}")
+                    grid_bar.update(1)
+        grid_bar.close()
     header = (
         f"`usfad bench calibration --profile {args.profile} --max-fit-rows {args.max_fit_rows} "
         f"--max-cal-rows {args.max_cal_rows} --models {args.models} --seeds {args.seeds}`, "
@@ -292,4 +296,5 @@ def run_calibration_bench(args: argparse.Namespace) -> int:
     )
     (out / "report.md").write_text(report(rows, header))
     print(report(rows, header))
+    print(f"wrote {out}: results.csv, report.md")
     return 0

@@ -53,10 +53,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if not 0 < args.default_fpr < 1:
         print("error: --default-fpr must lie strictly between 0 and 1", file=sys.stderr)
         return 2
+    from training import progress
+
     try:
-        manifest = calibrate_bundle(
-            args.bundle_dir, args.data, args.out, args.default_fpr, args.label_column, args.overwrite
-        )
+        with progress.elapsed(f"calibrate {args.bundle_dir}"):
+            manifest = calibrate_bundle(
+                args.bundle_dir, args.data, args.out, args.default_fpr, args.label_column, args.overwrite
+            )
     except (BundleError, InputError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
