@@ -19,8 +19,9 @@ from FrEIA.framework import SequenceINN
 from torch import nn
 
 from models.image.backbone import BackboneSpec, create_feature_extractor
-from models.image.detector import DetectorMixin, image_score
-from models.image.flow_blocks import block_for
+from models.image.detector import DetectorMixin
+from models.image.flow_blocks import ChannelScale, block_for, uses_channel_scale
+from models.image.map_score import MapScore
 
 
 class USCflowModel(DetectorMixin, CflowModel):
@@ -40,10 +41,14 @@ class USCflowModel(DetectorMixin, CflowModel):
         coupling_blocks: int = 8,
         clamp_alpha: float = 1.9,
         fibers_per_step: int = 2048,
+        channel_scale: bool | None = None,
+        map_sigma: float = 0.0,
+        score_top_fraction: float = 0.0,
     ) -> None:
         nn.Module.__init__(self)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.flow_kind = flow
+        self.map_score = MapScore(self.input_size, map_sigma, score_top_fraction)
         self.condition_vector = condition_vector
         self.fibers_per_step = fibers_per_step
         self.encoder = create_feature_extractor(backbone or BackboneSpec(), out_indices)
@@ -60,6 +65,12 @@ class USCflowModel(DetectorMixin, CflowModel):
                     block, cond=0, cond_shape=(condition_vector,), subnet_constructor=subnet_fc, **block_args
                 )
             self.decoders.append(coder)
+        # usf: a learnable per-channel scale after each decoder (constant log-det, still a USF).
+        self.channel_scales = (
+            nn.ModuleList(ChannelScale(c) for c in self.pool_dims)
+            if uses_channel_scale(flow, channel_scale)
+            else None
+        )
         # Positional encodings are constants of the input size: buffers keep them in exported graphs.
         for index, scale in enumerate(scales):
             encoding = positional_encoding_2d(
@@ -84,6 +95,9 @@ class USCflowModel(DetectorMixin, CflowModel):
 
     def _log_prob_per_dim(self, index: int, fibres: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
         z, log_jacobian = self.decoders[index](fibres, [conditions])
+        if self.channel_scales is not None:
+            z, scale_jacobian = self.channel_scales[index](z)
+            log_jacobian = log_jacobian + scale_jacobian
         return get_logp(fibres.shape[1], z, log_jacobian) / fibres.shape[1]
 
     def loss(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -106,6 +120,5 @@ class USCflowModel(DetectorMixin, CflowModel):
             nll = -self._log_prob_per_dim(index, fibres, conditions).reshape(batch, 1, height, width)
             nlls.append(nll.flatten(1).mean(dim=1))
             maps.append(F.interpolate(nll, size=self.input_size, mode="bilinear", align_corners=False))
-        anomaly_map = torch.stack(maps, dim=-1).mean(dim=-1)
-        score = image_score(anomaly_map)
+        anomaly_map, score = self.map_score(torch.stack(maps, dim=-1).mean(dim=-1))
         return score, torch.stack(nlls, dim=-1).mean(dim=-1), anomaly_map

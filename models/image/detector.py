@@ -86,8 +86,11 @@ class LatentMapDetector(DetectorMixin):
         return self.criterion(latents, log_jacobian)  # type: ignore[attr-defined]
 
     def predict(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """anomalib's anomaly map, its maximum as score, :func:`gaussian_nll_per_dim` as nll."""
+        """anomalib's anomaly map through ``map_score`` (smoothing, max / top-k mean), and the nll.
+
+        The nll is :func:`gaussian_nll_per_dim` of the latents.
+        """
         latents, log_jacobian = self.latents(features)
-        anomaly_map = self.anomaly_map_generator(latents)  # type: ignore[attr-defined]
+        anomaly_map, score = self.map_score(self.anomaly_map_generator(latents))  # type: ignore[attr-defined]
         total = log_jacobian if isinstance(log_jacobian, torch.Tensor) else sum(log_jacobian)
-        return image_score(anomaly_map), gaussian_nll_per_dim(latents, total), anomaly_map
+        return score, gaussian_nll_per_dim(latents, total), anomaly_map

@@ -22,7 +22,8 @@ from torch import nn
 
 from models.image.backbone import BackboneSpec, create_feature_extractor
 from models.image.detector import LatentMapDetector
-from models.image.flow_blocks import block_for
+from models.image.flow_blocks import ChannelScale, block_for, uses_channel_scale
+from models.image.map_score import MapScore
 
 
 class USFastflowModel(LatentMapDetector, FastflowModel):
@@ -43,10 +44,14 @@ class USFastflowModel(LatentMapDetector, FastflowModel):
         conv3x3_only: bool = False,
         hidden_ratio: float = 1.0,
         clamp: float = 2.0,
+        channel_scale: bool | None = None,
+        map_sigma: float = 0.0,
+        score_top_fraction: float = 0.0,
     ) -> None:
         nn.Module.__init__(self)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.flow_kind = flow
+        self.map_score = MapScore(self.input_size, map_sigma, score_top_fraction)
         self.feature_extractor = create_feature_extractor(backbone or BackboneSpec(), out_indices)
         channels = self.feature_extractor.feature_info.channels()
         scales = self.feature_extractor.feature_info.reduction()
@@ -65,6 +70,12 @@ class USFastflowModel(LatentMapDetector, FastflowModel):
                     block, subnet_constructor=subnet_conv_func(kernel_size, hidden_ratio), **block_args
                 )
             self.fast_flow_blocks.append(nodes)
+        # usf: a learnable per-channel scale after each flow (constant log-det, still a USF).
+        self.channel_scales = (
+            nn.ModuleList(ChannelScale(shape[0]) for shape in shapes)
+            if uses_channel_scale(flow, channel_scale)
+            else None
+        )
         self.anomaly_map_generator = AnomalyMapGenerator(input_size=self.input_size)
         self.criterion = FastflowLoss()
 
@@ -78,8 +89,12 @@ class USFastflowModel(LatentMapDetector, FastflowModel):
     def latents(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Latents and ``log|det J|`` per image, one of each per scale."""
         latents, jacobians = [], []
-        for norm, block, feature in zip(self.norms, self.fast_flow_blocks, features, strict=True):
+        stages = zip(self.norms, self.fast_flow_blocks, features, strict=True)
+        for index, (norm, block, feature) in enumerate(stages):
             z, jacobian = block(norm(feature))
+            if self.channel_scales is not None:
+                z, scale_jacobian = self.channel_scales[index](z)
+                jacobian = jacobian + scale_jacobian
             latents.append(z)
             jacobians.append(jacobian)
         return latents, jacobians

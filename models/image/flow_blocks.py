@@ -140,6 +140,48 @@ class USFCouplingBlock(AdditiveCouplingBlock):
         return self.affine.inverse(self.coupling.inverse(h, c))
 
 
+class ChannelScale(nn.Module):
+    """``z' = exp(s) ⊙ z`` with one learnable log-scale ``s_c`` per channel, the same at every position.
+
+    ``log|det J| = H·W · Σ_c s_c`` for a ``C×H×W`` map (``Σ_c s_c`` for ``(N, C)`` fibres): a
+    constant, so a flow ending in it is still uniformly scaling (the paper's Eq. 4 asks only
+    ``det J = κ``, not ``det J = 1``). It lets a volume-preserving flow match the scale of its
+    features, which ``det = 1`` forbids. ``s`` is initialised from the first training batch.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def _initialize(self, z: torch.Tensor) -> None:
+        """Glow's ActNorm data-dependent init: ``s_c = −½ log mean(z_c²)`` on the first training batch.
+
+        Plain gradient steps move ``s`` by about the learning rate per step, so a scale that
+        starts at 1 would need hundreds of epochs to reach the features' (LayerNorm-ed, per
+        channel very uneven) scale; this starts it at the maximum-likelihood value for the
+        identity flow.
+        """
+        second_moment = z.transpose(0, 1).flatten(1).pow(2).mean(dim=1).clamp_min(1e-12)
+        self.log_scale.copy_(-0.5 * second_moment.log())
+        self.initialized.fill_(True)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(exp(s) ⊙ z, log|det J|)`` with the log-det repeated per row of ``z``."""
+        if self.training and not bool(self.initialized):
+            self._initialize(z)
+        shape = (1, -1) + (1,) * (z.dim() - 2)
+        positions = z[0, 0].numel()
+        log_det = self.log_scale.sum() * positions
+        return z * self.log_scale.exp().view(shape), log_det.expand(z.shape[0])
+
+
+def uses_channel_scale(flow: str, channel_scale: bool | None) -> bool:
+    """Whether a detector ends its flow in a :class:`ChannelScale` (default: ``usf`` flows only)."""
+    return flow == "usf" if channel_scale is None else bool(channel_scale)
+
+
 def block_for(flow: str, affine_args: dict[str, Any]) -> tuple[type[nn.Module], dict[str, Any]]:
     """``(block class, extra constructor kwargs)`` for a flow kind.
 

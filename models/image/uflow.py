@@ -22,7 +22,8 @@ from torch import nn
 
 from models.image.backbone import MCAIT, BackboneSpec, create_feature_extractor
 from models.image.detector import LatentMapDetector
-from models.image.flow_blocks import block_for
+from models.image.flow_blocks import ChannelScale, block_for, uses_channel_scale
+from models.image.map_score import MapScore
 from models.image.mcait import OfflineMCaitFeatureExtractor, check_mcait_input_size
 
 
@@ -71,10 +72,14 @@ class USUflowModel(LatentMapDetector, UflowModel):
         flow_steps: int = 4,
         affine_clamp: float = 2.0,
         affine_subnet_channels_ratio: float = 1.0,
+        channel_scale: bool | None = None,
+        map_sigma: float = 0.0,
+        score_top_fraction: float = 0.0,
     ) -> None:
         nn.Module.__init__(self)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.flow_kind = flow
+        self.map_score = MapScore(self.input_size, map_sigma, score_top_fraction)
         self.affine_clamp = affine_clamp
         self.affine_subnet_channels_ratio = affine_subnet_channels_ratio
         self.permute_soft = False
@@ -89,6 +94,15 @@ class USUflowModel(LatentMapDetector, UflowModel):
         else:
             self.feature_extractor = OfflineLayerNormExtractor(backbone, self.input_size, out_indices)
         self.flow = self.build_flow(flow_steps)
+        # usf: a learnable per-channel scale on each output scale (constant log-det, still a USF).
+        self.channel_scales = (
+            nn.ModuleList(
+                ChannelScale(node.inputs[0][0].output_dims[node.inputs[0][1]][0])
+                for node in self.flow.out_nodes
+            )
+            if uses_channel_scale(flow, channel_scale)
+            else None
+        )
         self.anomaly_map_generator = AnomalyMapGenerator(self.input_size)
         self.criterion = UFlowLoss()
 
@@ -123,4 +137,9 @@ class USUflowModel(LatentMapDetector, UflowModel):
 
     def latents(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Latents per output scale and the total ``log|det J|`` per image."""
-        return self.encode(self.feature_extractor.normalize_features(features))
+        latents, log_jacobian = self.encode(self.feature_extractor.normalize_features(features))
+        if self.channel_scales is not None:
+            scaled = [scale(z) for scale, z in zip(self.channel_scales, latents, strict=True)]
+            latents = [z for z, _ in scaled]
+            log_jacobian = log_jacobian + sum(j for _, j in scaled)
+        return latents, log_jacobian

@@ -41,6 +41,7 @@ def _row(category: str, result: dict[str, Any]) -> dict[str, Any]:
         "stop_reason": fit.get("stop_reason"),
         "failed": fit.get("failed"),
         "seconds": fit.get("seconds"),
+        "score_ms_per_image": result.get("scoring", {}).get("ms_per_image"),
         "profile": result.get("profile"),
         "backbone": result.get("backbone"),
     }

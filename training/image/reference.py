@@ -24,6 +24,7 @@ from training.image.data import (
     typical_geometry,
 )
 from training.image.metrics import evaluate
+from training.image.timing import TIMING_IMAGES, ms_per_image
 from training.image.train import GEOMETRY_STRIDE, _subsample, _test_subset, resolve_settings
 
 # timm feature modules of EfficientNet-Lite0 matching ResNet-18's layer1..layer3 (strides 4, 8, 16).
@@ -107,6 +108,9 @@ def run_reference(
             batch = model(_normalize(load_images(test_paths[start : start + 32], input_size)))
             scores.append(batch.pred_score.flatten())
             maps.append(batch.anomaly_map.reshape(-1, 1, *input_size))
+    timing_images = load_images(test_paths[:TIMING_IMAGES], input_size)
+    scoring = {"ms_per_image": round(ms_per_image(lambda x: model(_normalize(x)), timing_images), 2)}
+    scoring["images"] = len(timing_images)
     metrics = evaluate(
         torch.cat(scores), torch.tensor(test_labels), torch.cat(maps), load_masks(test_masks, input_size)
     )
@@ -118,6 +122,7 @@ def run_reference(
         "backbone": spec.describe(),
         "input_size": list(input_size),
         "metrics": metrics,
+        "scoring": scoring,
         "fit": {
             "epochs_run": 1,
             "stop_reason": "single pass (no gradient training)",

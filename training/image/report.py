@@ -23,6 +23,10 @@ def _fmt(mean: float, std: float) -> str:
     return f"{mean:.1f}±{std:.1f}" if not math.isnan(std) else f"{mean:.1f}"
 
 
+def _number(value: float, digits: int) -> str:
+    return "–" if math.isnan(value) else f"{value:.{digits}f}"
+
+
 def _mark_best(values: dict[str, tuple[float, float]]) -> dict[str, str]:
     """Format ``mean±std``; highest mean bold, second underlined (as the paper's tables)."""
     order = sorted((m for m, _ in values.values() if not math.isnan(m)), reverse=True)
@@ -53,6 +57,13 @@ def summary_table(results: pd.DataFrame, columns: list[str]) -> str:
         values = {c: (per_seed.mean().get(c, math.nan), per_seed.std().get(c, math.nan)) for c in columns}
         cells = _mark_best(values)
         rows.append([f"mean over categories ({label})", *[cells[c] for c in columns]])
+    for field, label, digits in (
+        ("seconds", "training time per model (s, mean)", 0),
+        ("score_ms_per_image", "scoring time per image (ms, mean)", 1),
+    ):
+        if field in results and not results[field].isna().all():
+            means = results.groupby("column")[field].mean()
+            rows.append([label, *[_number(means.get(c, math.nan), digits) for c in columns]])
     finished = results.groupby("column")["seed"].nunique()
     rows.append(["seeds finished", *[str(int(finished.get(c, 0))) for c in columns]])
     return _markdown(["metric", *columns], rows)
