@@ -46,7 +46,7 @@ def test_channel_scale_starts_at_the_features_scale_in_training_only() -> None:
 
 def test_usf_detectors_end_in_a_channel_scale_and_affine_ones_do_not() -> None:
     from models.image.backbone import BackboneSpec
-    from models.image.registry import build_detector
+    from models.image.factory import build_image_detector as build_detector
 
     spec = BackboneSpec(weights="random-init")
     assert build_detector("fastflow", "usf", (64, 64), spec, flow_steps=2).channel_scales is not None

@@ -27,7 +27,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]
 from sklearn.metrics import roc_auc_score
 
 from models.image.backbone import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
-from models.image.registry import build_detector
+from models.image.factory import build_image_detector as build_detector
 from models.image.scorer import ImageScorer
 from training.image.data import load_category, load_images, split_train_validation, typical_geometry
 from training.image.features import extract_features, file_features
