@@ -253,7 +253,7 @@ def _parameter_groups(detector: torch.nn.Module, settings: ImageTrainSettings) -
 
 def train_image_run(
     data_dir: str | Path,
-    model: str,
+    family: str,
     flow: str,
     out_dir: str | Path,
     *,
@@ -261,16 +261,16 @@ def train_image_run(
     seed: int = 0,
     **overrides: Any,
 ) -> Path:
-    """Train ``model`` (fastflow|cflow|uflow) with ``flow`` (affine|additive|usf); write ``out_dir``.
+    """Train ``family`` (fastflow|cflow|uflow) with ``flow`` (affine|additive|usf); write ``out_dir``.
 
     ``overrides`` are fields of :class:`ImageTrainSettings` (e.g. ``epochs=2``,
     ``backbone_weights="random-init"``, ``max_train_images=16``). Returns the run directory.
     """
     if flow not in IMAGE_FLOW_KINDS:
         raise ValueError(f"flow must be one of {IMAGE_FLOW_KINDS}, got {flow!r}")
-    settings = resolve_settings(model, profile, overrides)
+    settings = resolve_settings(family, profile, overrides)
     if settings.backbone_note:
-        logger.warning("%s: %s", model, settings.backbone_note)
+        logger.warning("%s: %s", family, settings.backbone_note)
     category = load_category(data_dir, settings.folder_layout)
     pool = _subsample(category.train, settings.max_train_images, seed)
     fit_pool, cal_paths = _calibration_split(pool, settings.calibration_fraction, seed)
@@ -279,7 +279,7 @@ def train_image_run(
 
     torch.manual_seed(seed)
     backbone = BackboneSpec(settings.backbone, settings.backbone_weights)
-    detector = build_image_detector(model, flow, input_size, backbone, **settings.model_args)
+    detector = build_image_detector(family, flow, input_size, backbone, **settings.model_args)
     scorer = ImageScorer(detector, IMAGENET_MEAN, IMAGENET_STD).to(settings.device).eval()
 
     # Features of every training image once (cached across runs when feature_cache is set),
@@ -306,7 +306,7 @@ def train_image_run(
     def log_epoch(epoch: int, train_loss: float, val_loss: float | None) -> None:
         logger.info(
             "%s-%s seed %d epoch %d: train loss %.6g, val loss %.6g",
-            model,
+            family,
             flow,
             seed,
             epoch,
@@ -355,10 +355,10 @@ def train_image_run(
 
     run = RunRecord(
         kind="image",
-        family=model,
+        family=family,
         flow=flow,
         config={
-            "family": model,
+            "family": family,
             "flow": flow,
             "input_size": list(input_size),
             "backbone": {"name": backbone.name, "weights": backbone.weights_label()},

@@ -28,7 +28,7 @@ class TrainingFailedError(RuntimeError):
 
 def train_tabular_run(
     x_normal: np.ndarray,
-    model: str,
+    family: str,
     out_dir: str | Path,
     *,
     feature_names: list[str] | None = None,
@@ -37,7 +37,7 @@ def train_tabular_run(
     x_val: np.ndarray | None = None,
     source: str = "array",
 ) -> Path:
-    """Fit ``model`` on normal rows ``x_normal`` (original units) and save a run directory.
+    """Fit ``family`` on normal rows ``x_normal`` (original units) and save a run directory.
 
     Without ``x_val`` a random 10 % of ``x_normal`` is held out. Standardisation statistics
     come from the fitting rows; the threshold is the 99th percentile of the scores of the
@@ -66,13 +66,13 @@ def train_tabular_run(
             raise TabularDataError(f"x_val must have shape (rows, {features}), got {x_hold.shape}")
         threshold_source = "the given validation rows (normal)"
 
-    config, settings = resolve(model, features, seed, overrides)
+    config, settings = resolve(family, features, seed, overrides)
     standardizer = Standardizer.fit(x_fit)
     started = time.perf_counter()
-    outcome = fit_detector(model, torch.from_numpy(standardizer.transform(x_fit)), config, settings, seed)
+    outcome = fit_detector(family, torch.from_numpy(standardizer.transform(x_fit)), config, settings, seed)
     seconds = time.perf_counter() - started
 
-    scorer = build_tabular_scorer(model, config, standardizer.mean, standardizer.std)
+    scorer = build_tabular_scorer(family, config, standardizer.mean, standardizer.std)
     scorer.detector.load_state_dict(outcome.detector.state_dict())
     scorer.eval()
     hold_scores, _ = score_rows(outcome.detector, torch.from_numpy(standardizer.transform(x_hold)))
@@ -84,8 +84,8 @@ def train_tabular_run(
 
     run = RunRecord(
         kind="tabular",
-        family=model,
-        flow=TABULAR_FLOW_KIND.get(model),
+        family=family,
+        flow=TABULAR_FLOW_KIND.get(family),
         config=config,
         input={"features": features, "feature_names": names},
         preprocessing={"mean": standardizer.mean.tolist(), "std": standardizer.std.tolist()},
@@ -119,5 +119,5 @@ def train_tabular_run(
         history = {"train_loss": outcome.result.train_history}
         (out / "history.json").write_text(json.dumps(history))
     if failed:
-        raise TrainingFailedError(f"training {model} failed: {stop_reason} (recorded in {out / 'run.json'})")
+        raise TrainingFailedError(f"training {family} failed: {stop_reason} (recorded in {out / 'run.json'})")
     return out
