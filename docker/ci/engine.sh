@@ -102,7 +102,23 @@ USFAD_PROMETHEUS_IMAGE=usfad-ci-prometheus:$key
 ENV
 }
 
+clean_stale_stacks() {
+  # Stacks of tests/test_deploy_stack.py are named usfad-ci-<pid of its pytest>; one whose pytest
+  # is gone (killed before its teardown ran) is removed here: containers, network, volumes.
+  engine_answers || return 0
+  local project pid
+  for project in $(docker ps -a --format '{{.Label "com.docker.compose.project"}}' | grep -E '^usfad-ci-[0-9]+$' | sort -u); do
+    pid=${project#usfad-ci-}
+    kill -0 "$pid" 2>/dev/null && continue
+    log "removing the stale stack $project"
+    docker ps -aq --filter "label=com.docker.compose.project=$project" | xargs -r docker rm -f >/dev/null
+    docker network ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker network rm >/dev/null
+    docker volume ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker volume rm >/dev/null
+  done
+}
+
 stop_engine() {
+  clean_stale_stacks
   if [[ -f "$STATE/dockerd.pid" ]]; then
     local pid
     pid=$(cat "$STATE/dockerd.pid")
@@ -116,7 +132,7 @@ stop_engine() {
 }
 
 case "${1:-}" in
-  start) install_packages; start_engine; build_base ;;
+  start) install_packages; start_engine; clean_stale_stacks; build_base ;;
   stop) stop_engine ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac
