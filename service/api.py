@@ -205,7 +205,9 @@ def create_app(
         scorer.check_rule(model, version, rule)
         if map_format is MapFormat.mask and rule.fdr is not None:
             raise InputError("map", "map=mask cuts at a false-alarm rate: use fpr or threshold, not fdr")
-        result = await scorer.submit(request.state.request_id, model, version, inputs, timeout_s)
+        result = await scorer.submit(
+            request.state.request_id, model, version, inputs, timeout_s, maps=map_format is not MapFormat.none
+        )
         answer = await pixels.run(
             scorer.image_answer,
             request.state.request_id,

@@ -37,6 +37,7 @@ class Job:
     enqueued: float  # unix seconds
     inputs: np.ndarray
     reply_to: str | None = None  # the API process's reply channel (Redis); None: the reply list
+    maps: bool = True  # whether the answer needs the anomaly maps (``map=none``: the worker drops them)
 
     def to_bytes(self) -> bytes:
         """Wire format (see ``service.codec``)."""
@@ -47,6 +48,7 @@ class Job:
             "deadline": self.deadline,
             "enqueued": self.enqueued,
             "reply_to": self.reply_to,
+            "maps": self.maps,
         }
         return codec.encode(fields, {"inputs": self.inputs})
 
@@ -67,6 +69,7 @@ class Job:
                 enqueued=float(fields["enqueued"]),
                 inputs=arrays["inputs"],
                 reply_to=fields.get("reply_to"),
+                maps=bool(fields.get("maps", True)),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise codec.CodecError(f"malformed job ({error})") from error

@@ -127,7 +127,13 @@ class Scorer:
         return manifest
 
     async def submit(
-        self, request_id: str, model: str, version: str | None, inputs: np.ndarray, timeout_s: float | None
+        self,
+        request_id: str,
+        model: str,
+        version: str | None,
+        inputs: np.ndarray,
+        timeout_s: float | None,
+        maps: bool = True,
     ) -> Result:
         """Enqueue and await the worker's result; 504 when the deadline passes first.
 
@@ -135,7 +141,7 @@ class Scorer:
         """
         timeout = min(timeout_s or self.settings.request_timeout_s, self.settings.request_timeout_s)
         now = time.time()
-        job = Job(request_id, model, version, now + timeout, now, inputs)
+        job = Job(request_id, model, version, now + timeout, now, inputs, maps=maps)
         depth = await self.queue.enqueue_async(job, self.settings.max_queue_depth)
         self.metrics.queue_depth.labels(model).set(depth)
         result = await self.queue.wait_async(request_id, job.deadline - time.time())

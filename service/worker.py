@@ -258,7 +258,7 @@ class BatchingWorker:
             part = slice(offset, offset + count)
             offset += count
             arrays = {"score": outputs.score[part], "nll": outputs.nll[part]}
-            if outputs.anomaly_map is not None:
+            if outputs.anomaly_map is not None and job.maps:  # 96x128 floats per image: only when asked
                 arrays["anomaly_map"] = outputs.anomaly_map[part]
             for name, values in p_arrays.items():
                 arrays[name] = values[part]

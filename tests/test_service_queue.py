@@ -23,6 +23,7 @@ from service.registry import BundleRegistry
 from service.settings import BatchPolicy, Settings
 from service.worker import BatchingWorker
 from tests.service_support import (
+    IMAGE_MODEL,
     TABULAR_MODEL,
     cardio_rows,
     delete_prefix,
@@ -128,6 +129,22 @@ def test_one_batch_publishes_each_result_to_its_own_waiter(queue, registry) -> N
     for index, result in enumerate(results):
         assert result is not None and result.request_id == f"batch-{index}" and result.batch_rows == 6
         np.testing.assert_allclose(result.arrays["score"], expected[index : index + 1], rtol=1e-6)
+
+
+def test_anomaly_maps_travel_back_only_when_the_answer_needs_them(queue, registry) -> None:
+    bundle = registry.get(IMAGE_MODEL)
+    height, width = bundle.manifest.image_size
+    pixels = np.random.default_rng(0).integers(0, 255, (1, height, width, bundle.manifest.channels), np.uint8)
+    now = time.time()
+    for request_id, maps in (("with-map", True), ("without-map", False)):
+        queue.enqueue(Job(request_id, IMAGE_MODEL, None, now + 30, now, pixels, maps=maps), max_depth=10)
+    worker, _ = make_worker(queue, registry)
+    while queue.depth(IMAGE_MODEL):
+        worker.step()
+    with_map, without_map = queue.wait("with-map", 5.0), queue.wait("without-map", 5.0)
+    assert with_map.arrays["anomaly_map"].shape == (1, height, width)
+    assert "anomaly_map" not in without_map.arrays
+    np.testing.assert_allclose(without_map.arrays["score"], with_map.arrays["score"], rtol=1e-6)
 
 
 def test_max_batch_splits_large_batches(queue, registry) -> None:
