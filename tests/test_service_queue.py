@@ -32,7 +32,7 @@ from tests.service_support import (
     unique_prefix,
 )
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(600)  # the first test may train the shared bundles (model_dir)
 
 
 @pytest.fixture(params=["redis", "memory"])
