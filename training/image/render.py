@@ -34,7 +34,7 @@ def render(path: str | Path) -> str:
     results = pd.read_csv(path)
     parts = []
     for category, group in results.groupby("category"):
-        parts.append(f"**{category}** (n = {group['seed'].nunique()} seed(s))\n")
+        parts.append(f"**{category}** (seeds finished per model: last row)\n")
         parts.append(summary_table(group, ordered_columns(group)))
     return "\n\n".join(parts) + "\n"
 
