@@ -17,22 +17,26 @@ import anyio
 import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
+from service.contract import NAME_PATTERN as MODEL_NAME_PATTERN
 from service.errors import InputError
 from service.fast_path import TabularFastPath
 from service.http_errors import error_response, install_error_handlers
 from service.metrics import ApiMetrics, process_exited, scrape
-from service.middleware import BodySizeLimit, RequestMetrics
+from service.middleware import BearerAuth, BodySizeLimit, RequestMetrics
 from service.queue import QueueUnavailable, WorkQueue
 from service.registry import ManifestCatalog
 from service.schemas import (
     ERROR_RESPONSES,
+    ErrorResponse,
     FiniteFloat,
     ImageResponse,
     MapFormat,
@@ -48,6 +52,7 @@ from service.worker import BatchingWorker, heavy_modules_loaded
 IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream")
 OFFLOAD_BYTES = 256 * 1024  # tabular bodies larger than this are parsed in a worker thread
 IMAGE_THREADS = max(2, os.cpu_count() or 1)  # threads decoding images and drawing maps at once
+MAX_FORM_FIELDS = 20  # non-file multipart fields (model, version, threshold, map …)
 T = TypeVar("T")
 
 
@@ -88,7 +93,8 @@ def create_app(
     # package (served under /static-offline-docs), not from a CDN: they work on an air-gapped line.
     app = FastAPIOffline(
         title="usfad scoring service",
-        description="Anomaly scores (latent norm, NLL) and pixel anomaly maps from uniformly scaling flows.",
+        description="Anomaly scores (latent norm, NLL) and pixel anomaly maps from uniformly scaling "
+        "flows.\n\n" + _limits_text(settings),
         version="1",
         lifespan=lifespan,
     )
@@ -125,6 +131,7 @@ def create_app(
 
     async def tabular(request_id: str, content_type: str | None, body: bytes, state: dict[str, Any]) -> bytes:
         """The tabular endpoint's work, shared by the FastAPI route and ``TabularFastPath``."""
+        _require_json(content_type)
         if len(body) > OFFLOAD_BYTES:  # parsing and checking big bodies would stall the event loop
             call, inputs = await run_in_threadpool(_tabular_call, scorer, body)
         else:
@@ -183,7 +190,7 @@ def create_app(
         uploads: list[ImageUpload] = []
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
-            form = await request.form(max_files=settings.max_images + 1, max_fields=20)
+            form = await _read_form(request, settings.max_images)
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):
                     uploads.append(ImageUpload(await value.read(), value.filename))
@@ -258,7 +265,11 @@ def create_app(
         """The process answers (and which heavy modules it imported: should be none)."""
         return {"status": "live", "pid": os.getpid(), "heavy_modules": heavy_modules_loaded()}
 
-    @app.get("/health/ready", tags=["health"])
+    @app.get(
+        "/health/ready",
+        tags=["health"],
+        responses={503: {"model": ErrorResponse, "description": "Redis down, no worker, a model not loaded"}},
+    )
     def ready() -> JSONResponse:
         """200 only when Redis answers and every model is loaded on at least one live worker."""
         if not queue.ping():
@@ -276,7 +287,17 @@ def create_app(
             return error_response(503, message, headers={"Retry-After": str(settings.retry_after_s)})
         return JSONResponse({"status": "ready", "models": models, "workers": len(workers)})
 
-    @app.get("/metrics", tags=["health"])
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format (not JSON)",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     def prometheus_metrics() -> Response:
         """Prometheus text, summed over all API processes; queue depths are refreshed at each scrape."""
         try:
@@ -286,8 +307,10 @@ def create_app(
             pass
         return Response(scrape(registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.openapi = lambda: _openapi(app, settings, catalog)  # type: ignore[method-assign]
     fast = TabularFastPath(app, tabular, settings)
-    return BodySizeLimit(RequestMetrics(fast, metrics), settings.max_body_bytes)
+    guarded = BearerAuth(fast, settings.tokens(), settings.metrics_tokens())
+    return BodySizeLimit(RequestMetrics(guarded, metrics), settings.max_body_bytes)
 
 
 class _PixelThreads:
@@ -302,6 +325,98 @@ class _PixelThreads:
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(function, *args), limiter=self.limiter)
+
+
+MODEL_NAME_SCHEMA = {"pattern": MODEL_NAME_PATTERN.pattern, "minLength": 1, "maxLength": 64}
+
+
+def _limits_text(settings: Settings) -> str:
+    """The limits the server enforces, as stated in the OpenAPI description."""
+    return (
+        f"Limits: request body at most {settings.max_body_bytes} bytes (413 before it is read); "
+        f"at most {settings.max_images} images per request, {settings.max_image_pixels} pixels per image "
+        f"and {settings.max_request_pixels} pixels per request (413, checked from the headers); "
+        f"images PNG, JPEG, BMP or TIFF (415 otherwise); model names match "
+        f"`{MODEL_NAME_PATTERN.pattern}` without `..`; at most {settings.max_queue_depth} queued "
+        f"requests per model (429); deadline at most {settings.request_timeout_s:g} s (504)."
+        + (" Every endpoint but /health/live and /health/ready needs `Authorization: Bearer <token>` (401)."
+           if settings.tokens() else "")
+    )
+
+
+def _openapi(app: FastAPI, settings: Settings, catalog: ManifestCatalog) -> dict[str, Any]:
+    """FastAPI's schema plus the limits it cannot infer: model-name pattern, row length per model.
+
+    The per-model row lengths come from the manifests loaded now, so the schema is rebuilt
+    on each call (it is small) rather than cached.
+    """
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    body = schema["paths"]["/score/tabular"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    body.setdefault("properties", {}).setdefault("model", {}).update(MODEL_NAME_SCHEMA)
+    features = {name: m.features for name, m in catalog.items().items() if m.kind == "tabular"}
+    if features:
+        listed = ", ".join(f"{name}: {count}" for name, count in sorted(features.items()))
+        rows = body["properties"].setdefault("rows", {})
+        rows["description"] = f"{rows.get('description', 'rows')}. Values per row, by model: {listed}"
+        rows["x-features-per-model"] = features
+    named = (("/models/{name}", "get", "name"), ("/score/image", "post", "model"))
+    for path, method, parameter_name in named:
+        for parameter in schema["paths"].get(path, {}).get(method, {}).get("parameters", []):
+            if parameter.get("name") == parameter_name:
+                parameter["schema"] = {"type": "string", **MODEL_NAME_SCHEMA}
+    schema["x-limits"] = {
+        "max_body_bytes": settings.max_body_bytes,
+        "max_images": settings.max_images,
+        "max_image_pixels": settings.max_image_pixels,
+        "max_request_pixels": settings.max_request_pixels,
+        "max_queue_depth": settings.max_queue_depth,
+        "request_timeout_s": settings.request_timeout_s,
+    }
+    if settings.tokens():
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+        }
+        for path, operations in schema["paths"].items():
+            if path not in ("/health/live", "/health/ready"):
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
+                    operation.setdefault("responses", {})["401"] = {
+                        "description": "missing or wrong bearer token"
+                    }
+    return schema
+
+
+def _require_json(content_type: str | None) -> None:
+    """415 naming ``content-type`` unless the body is declared JSON (or not declared at all).
+
+    A missing header is accepted (FastAPI's own convention); ``text/plain`` and form bodies are
+    refused, so a client that meant something else is told at once.
+    """
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise InputError("content-type", f"{content_type[:80]!r} is not application/json", 415)
+
+
+async def _read_form(request: Request, max_images: int) -> Any:
+    """The multipart form; too many files is 413 naming ``images``, a malformed body 422 naming ``body``.
+
+    Starlette turns python-multipart's errors into a bare 400 (``Maximum number of files is …``);
+    they are translated here into the service's documented answers.
+    """
+    try:
+        return await request.form(max_files=max_images, max_fields=MAX_FORM_FIELDS)
+    except StarletteHTTPException as error:
+        detail = str(error.detail)
+        if "number of files" in detail:
+            raise InputError("images", f"more than {max_images} images in one request", 413) from None
+        if "number of fields" in detail:
+            raise InputError("body", f"more than {MAX_FORM_FIELDS} form fields", 413) from None
+        raise InputError("body", f"malformed multipart body ({detail[:120]})") from None
 
 
 def _tabular_call(scorer: Scorer, body: bytes) -> tuple[TabularCall, np.ndarray]:

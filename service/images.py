@@ -1,7 +1,11 @@
 """Image decoding and resizing for the service, with Pillow only.
 
-Accepts PNG, JPEG, BMP and TIFF; refuses other formats, truncated files and decompression
-bombs (the pixel count declared in the header is checked before any pixel is decoded).
+Accepts PNG, JPEG, BMP and TIFF; refuses other formats, truncated files (a PNG whose pixel
+data ends early, which Pillow would pad silently, is caught by ``service.png_check``) and
+decompression bombs (the pixel count declared in the header is checked before any pixel is
+decoded). The decoding cost is bounded: at most ``DEFAULT_MAX_PIXELS`` per image (and the
+scorer's per-request total), and a JPEG much larger than the model's input is decoded at a
+reduced scale by libjpeg (``Image.draft``), to a size still ``DRAFT_MARGIN`` × the model's.
 """
 
 from __future__ import annotations
@@ -13,14 +17,16 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from service.errors import InputError
+from service.png_check import png_shortfall
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
-DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: larger than any inspection camera frame we expect
+DEFAULT_MAX_PIXELS = 16_000_000  # 16 MP per image, e.g. 4000 x 4000 or a 5472 x 2920 camera frame
+DRAFT_MARGIN = 4  # a JPEG is draft-decoded only to a size still >= 4x the model's input per side
 PIL_MODES = {"rgb": "RGB", "grayscale": "L"}
 
 # Truncated files must fail, not decode as grey padding; this is Pillow's default, set explicitly.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+Image.MAX_IMAGE_PIXELS = 256_000_000  # backstop only: `max_pixels` (configurable) is checked per call
 
 
 def _to_mode(image: Image.Image, color_mode: str) -> Image.Image:
@@ -33,39 +39,78 @@ def _to_mode(image: Image.Image, color_mode: str) -> Image.Image:
     return image.convert(PIL_MODES[color_mode])
 
 
-def decode_image(
-    data: bytes, color_mode: str, field: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS
-) -> np.ndarray:
-    """Decode image bytes into uint8 ``[H, W, C]`` in the model's colour mode (``rgb``/``grayscale``).
-
-    Raises ``InputError`` naming ``field`` for empty data, other formats (GIF, WebP, text …),
-    headers declaring more than ``max_pixels`` pixels, and truncated or corrupt files.
-    """
+def open_image(data: bytes, field: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read only the header: format allow-list (415), declared pixels (413), empty data (422)."""
     if not data:
         raise InputError(field, "is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise InputError(
-                    field,
-                    f"declares {width}x{height} pixels, more than the limit of {max_pixels} pixels",
-                    413,
-                )
-            image.load()
-            converted = _to_mode(image, color_mode)
-    except InputError:
-        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InputError(field, f"is too large to decode ({error})", 413) from error
     except UnidentifiedImageError as error:
         raise InputError(field, f"is not a PNG, JPEG, BMP or TIFF image ({len(data)} bytes)", 415) from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise InputError(field, f"cannot be decoded: truncated or corrupt ({error})") from error
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InputError(
+            field, f"declares {width}x{height} pixels, more than the limit of {max_pixels} pixels", 413
+        )
+    return image
+
+
+def decode_image(
+    data: bytes,
+    color_mode: str,
+    field: str = "image",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_to: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Decode image bytes into uint8 ``[H, W, C]`` in the model's colour mode (``rgb``/``grayscale``).
+
+    Raises ``InputError`` naming ``field`` for empty data, other formats (GIF, WebP, text …),
+    headers declaring more than ``max_pixels`` pixels, and truncated or corrupt files.
+    ``draft_to`` (``(height, width)``): let libjpeg decode a large JPEG at 1/2, 1/4 or 1/8
+    scale, keeping at least that size (other formats ignore it).
+    """
+    image = open_image(data, field, max_pixels)
+    if image.format == "PNG" and (shortfall := png_shortfall(data)) is not None:
+        raise InputError(field, f"cannot be decoded: truncated or corrupt ({shortfall})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if draft_to is not None and image.format == "JPEG":
+                image.draft(PIL_MODES[color_mode], (draft_to[1], draft_to[0]))
+            image.load()
+            converted = _to_mode(image, color_mode)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise InputError(field, f"is too large to decode ({error})", 413) from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise InputError(field, f"cannot be decoded: truncated or corrupt ({error})") from error
     array = np.asarray(converted, dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array
+
+
+def decode_for_model(
+    data: bytes,
+    color_mode: str,
+    height: int,
+    width: int,
+    field: str = "image",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[tuple[int, int], np.ndarray]:
+    """``((original height, width), uint8 [height, width, C])``: decode, then resize for the model.
+
+    A JPEG larger than ``DRAFT_MARGIN`` × 2 the model's input on both sides is decoded by
+    libjpeg at a reduced scale that keeps at least ``DRAFT_MARGIN`` × the input size, which
+    cuts the decoding cost by up to 64×; the original size (for the anomaly map) is the file's.
+    """
+    image = open_image(data, field, max_pixels)
+    original = (image.height, image.width)
+    pixels = decode_image(data, color_mode, field, max_pixels, (DRAFT_MARGIN * height, DRAFT_MARGIN * width))
+    return original, resize_for_model(pixels, height, width)
 
 
 def resize_for_model(image: np.ndarray, height: int, width: int) -> np.ndarray:

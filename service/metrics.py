@@ -149,6 +149,12 @@ class WorkerMetrics:
             ["model"],
             registry=registry,
         )
+        self.overflowed = Counter(
+            "usfad_overflowed",
+            "Inputs whose score (or anomaly map) was not finite: answered is_anomaly with a reason",
+            ["model"],
+            registry=registry,
+        )
         self.load_failures = Counter(
             "usfad_model_load_failures",
             "Bundles that failed to load (the previous version keeps serving)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from typing import Any
@@ -121,3 +122,56 @@ class RequestMetrics:
             model = scope.get("state", {}).get("model", "-")
             self.metrics.requests.labels(path, model, str(status["code"])).inc()
             self.metrics.latency.labels(path, model).observe(time.perf_counter() - started)
+
+
+class BearerAuth:
+    """Optional bearer-token check: 401 with ``WWW-Authenticate`` unless a configured token is sent.
+
+    ``tokens`` guard every path but ``open_paths``; ``metrics_tokens`` (a superset) guard
+    ``/metrics``. With no tokens configured the middleware lets everything through. Tokens are
+    compared with ``hmac.compare_digest`` against every configured token (no early exit), so
+    the answer time does not tell how much of a guess was right; they are never logged.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        tokens: tuple[str, ...],
+        metrics_tokens: tuple[str, ...] = (),
+        open_paths: tuple[str, ...] = ("/health/live", "/health/ready"),
+    ) -> None:
+        self.app = app
+        self.tokens = tuple(token.encode() for token in tokens)
+        self.metrics_tokens = tuple(token.encode() for token in metrics_tokens) or self.tokens
+        self.open_paths = open_paths
+
+    def _accepted(self, header: bytes | None, tokens: tuple[bytes, ...]) -> bool:
+        if header is None or header[:7].lower() != b"bearer ":
+            return False
+        sent = header[7:].strip()
+        return any([hmac.compare_digest(sent, token) for token in tokens])  # noqa: C419 - compare all
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not self.tokens or path in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization")
+        if self._accepted(header, self.metrics_tokens if path == "/metrics" else self.tokens):
+            await self.app(scope, receive, send)
+            return
+        challenge = b'Bearer realm="usfad"' + (b', error="invalid_token"' if header is not None else b"")
+        message = "a valid bearer token is required (Authorization: Bearer <token>)"
+        body = _error_body(message, "authorization")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", challenge),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -35,10 +35,16 @@ class TabularRequest(BaseModel):
     timeout_s: float | None = Field(None, gt=0, le=300, description="deadline of this request in seconds")
 
 
+REASON_DESCRIPTION = (
+    "null, or why the score is missing: `score_not_finite` when the computation overflowed float32 "
+    "for this input (score and nll are then null and is_anomaly is true)"
+)
+
+
 class RowScore(BaseModel):
     """Scores of one row: ``score`` is the latent norm ‖φ(x) − c‖, ``nll`` is −log p(x) in nats."""
 
-    score: float | None
+    score: float | None = Field(description="latent norm; null only when `reason` says why")
     nll: float | None = Field(description="negative log-likelihood in nats; null for models without one")
     p_value: float | None = Field(
         None, description="conformal p-value (1 + #{calibration >= score}) / (n + 1); null if uncalibrated"
@@ -46,7 +52,11 @@ class RowScore(BaseModel):
     p_value_analytic: float | None = Field(
         None, description="flows with base N(c, σ²I): P(χ²_d >= score² / σ²); null for other models"
     )
-    is_anomaly: bool = Field(description="p_value <= fpr, BH rejection at fdr, or score > threshold")
+    is_anomaly: bool = Field(
+        description="p_value <= fpr, BH rejection at fdr, or score > threshold; always true when the "
+        "score is not finite"
+    )
+    reason: str | None = Field(None, description=REASON_DESCRIPTION)
 
 
 class Decision(BaseModel):
@@ -107,12 +117,13 @@ class ImageScore(BaseModel):
     filename: str | None
     width: int
     height: int
-    score: float | None
+    score: float | None = Field(description="max of the anomaly map; null only when `reason` says why")
     nll: float | None
     p_value: float | None = None
     p_value_analytic: float | None = None
-    is_anomaly: bool
-    anomaly_map: AnomalyMap | None = None
+    is_anomaly: bool = Field(description="as for rows; always true when the score is not finite")
+    reason: str | None = Field(None, description=REASON_DESCRIPTION)
+    anomaly_map: AnomalyMap | None = Field(None, description="null for map=none and when `reason` is set")
 
 
 class ImageResponse(Decision):
@@ -142,8 +153,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         404: "unknown model or version",
-        413: "body or image too large",
-        415: "not a PNG, JPEG, BMP or TIFF image",
+        413: "body, image, pixel total or image count too large (the field is named)",
+        415: "body not application/json (tabular), or not a PNG, JPEG, BMP or TIFF image",
         422: "invalid input (the field is named)",
         429: "queue full; retry after Retry-After seconds",
         503: "Redis or workers unavailable; retry after Retry-After seconds",

@@ -16,7 +16,7 @@ import orjson
 from service.calibration import CalibrationError
 from service.drift import DriftMonitor
 from service.errors import InputError
-from service.images import decode_image, heatmap_png, resize_for_model, resize_map
+from service.images import decode_for_model, heatmap_png, open_image, resize_map
 from service.inputs import validate_tabular_rows
 from service.manifest import Manifest, validate_model_name
 from service.masks import CalibrationFiles, mask_answer
@@ -25,6 +25,7 @@ from service.queue import Job, Result, WorkQueue
 from service.registry import ManifestCatalog
 from service.schemas import MapFormat
 from service.settings import Settings
+from service.verdict import OVERFLOW_REASON, overflowed
 from service.verdicts import Rule, Verdict, check_rule, decide
 
 
@@ -166,12 +167,16 @@ class Scorer:
         """
         verdict = self.verdict(model, result, rule)
         count = result.arrays["score"].shape[0]
+        overflow = _overflow(result)  # never a null score read as "normal" (service.verdict)
+        nll_column = _column(result, "nll", count)
+        nlls = [None if bad else nll for nll, bad in zip(nll_column, overflow.tolist(), strict=True)]
         columns = zip(
             _column(result, "score", count),
-            _column(result, "nll", count),
+            nlls,
             _column(result, "p_value", count),
             _column(result, "p_value_analytic", count),
-            verdict.flags.tolist(),
+            (verdict.flags | overflow).tolist(),
+            [OVERFLOW_REASON if bad else None for bad in overflow.tolist()],
             strict=True,
         )
         return orjson.dumps(
@@ -184,8 +189,15 @@ class Scorer:
                 "fdr": verdict.fdr,
                 "calibration_n": verdict.calibration_n,
                 "results": [
-                    {"score": score, "nll": nll, "p_value": p, "p_value_analytic": pa, "is_anomaly": flag}
-                    for score, nll, p, pa, flag in columns
+                    {
+                        "score": score,
+                        "nll": nll,
+                        "p_value": p,
+                        "p_value_analytic": pa,
+                        "is_anomaly": flag,
+                        "reason": reason,
+                    }
+                    for score, nll, p, pa, flag, reason in columns
                 ],
             }
         )
@@ -204,17 +216,28 @@ class Scorer:
                 "images", f"{len(uploads)} images, at most {self.settings.max_images} per request", 413
             )
         height, width = manifest.image_size
+        limit = self.settings.max_request_pixels
+        declared = 0
+        for index, upload in enumerate(uploads):  # headers only: refuse before any pixel is decoded
+            image = open_image(upload.data, f"images[{index}]", self.settings.max_image_pixels)
+            declared += image.width * image.height
+            if declared > limit:
+                raise InputError(
+                    "images", f"the images declare more than {limit} pixels together (at most {limit})", 413
+                )
         originals = []
         resized = []
         for index, upload in enumerate(uploads):
-            pixels = decode_image(
+            original, pixels = decode_for_model(  # in at most IMAGE_THREADS threads (service.api)
                 upload.data,
                 manifest.color_mode,
+                height,
+                width,
                 f"images[{index}]",
                 max_pixels=self.settings.max_image_pixels,
             )
-            originals.append(pixels.shape[:2])
-            resized.append(resize_for_model(pixels, height, width))
+            originals.append(original)
+            resized.append(pixels)
         return np.stack(resized), originals
 
     def image_answer(
@@ -240,13 +263,16 @@ class Scorer:
         nlls = _column(result, "nll", count)
         p_values = _column(result, "p_value", count)
         analytic = _column(result, "p_value_analytic", count)
+        overflow = _overflow(result)
+        flags = verdict.flags | overflow
         results = []
         cut = self.mask_cut(model, result, verdict) if map_format is MapFormat.mask else math.nan
         for index, (upload, (original_h, original_w)) in enumerate(zip(uploads, originals, strict=True)):
             anomaly_map = None
-            if maps is not None and map_format is MapFormat.mask:
+            bad = bool(overflow[index])
+            if maps is not None and map_format is MapFormat.mask and not bad:
                 anomaly_map = mask_answer(maps[index], cut, original_h, original_w)
-            elif maps is not None and map_format is not MapFormat.none:
+            elif maps is not None and map_format is not MapFormat.none and not bad:
                 anomaly_map = _map_answer(resize_map(maps[index], original_h, original_w), map_format)
             results.append(
                 {
@@ -254,11 +280,12 @@ class Scorer:
                     "filename": upload.filename,
                     "width": original_w,
                     "height": original_h,
-                    "score": scores[index],
-                    "nll": nlls[index],
+                    "score": None if bad else scores[index],
+                    "nll": None if bad else nlls[index],
                     "p_value": p_values[index],
                     "p_value_analytic": analytic[index],
-                    "is_anomaly": bool(verdict.flags[index]),
+                    "is_anomaly": bool(flags[index]),
+                    "reason": OVERFLOW_REASON if bad else None,
                     "anomaly_map": anomaly_map,
                 }
             )
@@ -273,6 +300,14 @@ class Scorer:
             "results": results,
         }
         return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _overflow(result: Result) -> np.ndarray:
+    """The worker's per-input overflow flags (``service.verdict``), or recomputed from the scores."""
+    flags = result.arrays.get("overflow")
+    if flags is not None:
+        return flags.astype(bool).reshape(-1) | overflowed(result.arrays["score"])
+    return overflowed(result.arrays["score"], result.arrays.get("anomaly_map"))
 
 
 def _map_answer(anomaly_map: np.ndarray, map_format: MapFormat) -> dict[str, Any]:

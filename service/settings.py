@@ -35,11 +35,12 @@ class Settings:
     max_queue_depth: int = 1024
     request_timeout_s: float = 30.0
     result_ttl_s: float = 120.0
-    reclaim_idle_s: float = 30.0
-    reclaim_interval_s: float = 5.0
+    reclaim_idle_s: float = 10.0
+    reclaim_interval_s: float = 2.0
     max_deliveries: int = 3
     max_body_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = 16_000_000
+    max_request_pixels: int = 64_000_000
     max_images: int = 32
     device: str = "auto"
     ort_threads: int = 0
@@ -51,10 +52,39 @@ class Settings:
     retry_after_s: int = 1
     api_threads: int = 256
     api_workers: int = 1
+    api_token: str | None = field(default=None, repr=False)  # secrets: never in a repr or a log
+    metrics_token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        """Enforce ``reclaim_idle_s + reclaim_interval_s ≤ request_timeout_s / 2``.
+
+        A job held by a worker that died is taken over once it has been idle ``reclaim_idle_s``
+        and a live worker looks (every ``reclaim_interval_s``); at least half of the deadline
+        must then be left to compute and answer it, or reclaiming would only ever produce 504s.
+        """
+        reclaim_by = self.reclaim_idle_s + self.reclaim_interval_s
+        if reclaim_by > self.request_timeout_s / 2:
+            raise ValueError(
+                f"reclaim_idle_s + reclaim_interval_s = {reclaim_by:g} s must be at most half of "
+                f"request_timeout_s ({self.request_timeout_s:g} s), so that a dead worker's job is "
+                "reclaimed and answered within its deadline"
+            )
+
+    def tokens(self) -> tuple[str, ...]:
+        """The accepted API bearer tokens (``api_token`` is comma-separated, for rotation)."""
+        return _split_tokens(self.api_token)
+
+    def metrics_tokens(self) -> tuple[str, ...]:
+        """Tokens accepted on ``/metrics``: ``metrics_token``'s and the API tokens."""
+        return _split_tokens(self.metrics_token) + self.tokens()
 
     def policy(self, model: str) -> BatchPolicy:
         """The batching policy of ``model`` (its override, else the defaults)."""
         return self.batch_policies.get(model, BatchPolicy(self.max_batch, self.max_delay_ms / 1000))
+
+
+def _split_tokens(value: str | None) -> tuple[str, ...]:
+    return tuple(token.strip() for token in (value or "").split(",") if token.strip())
 
 
 HELP = {
@@ -69,11 +99,13 @@ HELP = {
     "max_queue_depth": "requests queued per model before the API answers 429",
     "request_timeout_s": "deadline of a request; queued work past it is dropped and the client gets 504",
     "result_ttl_s": "lifetime of a result key in Redis",
-    "reclaim_idle_s": "entries unacknowledged this long are reclaimed from a dead worker",
+    "reclaim_idle_s": "entries unacknowledged this long are reclaimed from a dead worker "
+    "(reclaim_idle_s + reclaim_interval_s <= request_timeout_s / 2)",
     "reclaim_interval_s": "how often a worker looks for entries to reclaim",
     "max_deliveries": "deliveries after which an entry goes to the dead-letter stream",
     "max_body_bytes": "largest request body accepted (413 beyond)",
     "max_image_pixels": "largest image (width x height) accepted, checked before decoding",
+    "max_request_pixels": "most pixels of all images of one request together, checked before decoding",
     "max_images": "most images in one request",
     "device": "auto (CUDA when onnxruntime has it), cpu or cuda",
     "ort_threads": "ONNX Runtime intra-op threads per session (0: its default)",
@@ -85,6 +117,9 @@ HELP = {
     "retry_after_s": "Retry-After seconds sent with 429 and 503",
     "api_threads": "API: threads for blocking work (image decoding, model listing)",
     "api_workers": "API processes (uvicorn workers) sharing the port; needs --redis-url",
+    "api_token": "bearer tokens (comma-separated, for rotation) every endpoint but /health/* requires; "
+    "unset: no authentication",
+    "metrics_token": "bearer tokens also accepted on /metrics (e.g. Prometheus's own); comma-separated",
 }
 
 
@@ -124,11 +159,12 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None
         kind = type(default) if default is not None else str
         kind = str if kind is type(Path()) else kind
         value = os.environ.get(env, None if default is None else str(default))
+        secret = item.name.endswith("_token")
         parser.add_argument(
             flag,
             type=kind,
             default=kind(value) if value not in (None, "") else None,
-            help=f"{HELP[item.name]} [{env}]",
+            help=f"{HELP[item.name]} [{env}]" + (" (prefer the variable: ps shows flags)" if secret else ""),
         )
 
 

@@ -27,6 +27,7 @@ from service.metrics import WorkerMetrics
 from service.queue import Delivery, QueueUnavailable, Result, WorkQueue
 from service.registry import BundleRegistry
 from service.settings import Settings
+from service.verdict import overflowed
 
 LOG = logging.getLogger("usfad.worker")
 HEAVY_MODULES = ("torch", "training", "anomalib")
@@ -250,6 +251,9 @@ class BatchingWorker:
         rows = inputs.shape[0]
         self.metrics.compute.labels(bundle.name).observe(compute_s)
         self.metrics.batch_size.labels(bundle.name).observe(rows)
+        overflow = overflowed(outputs.score, outputs.anomaly_map).astype(np.uint8)
+        if overflow.any():
+            self.metrics.overflowed.labels(bundle.name).inc(int(overflow.sum()))
         offset = 0
         done: list[tuple[Delivery, Result | None]] = []
         queue_wait = self.metrics.queue_wait.labels(bundle.name)
@@ -257,7 +261,7 @@ class BatchingWorker:
             count = job.inputs.shape[0]
             part = slice(offset, offset + count)
             offset += count
-            arrays = {"score": outputs.score[part], "nll": outputs.nll[part]}
+            arrays = {"score": outputs.score[part], "nll": outputs.nll[part], "overflow": overflow[part]}
             if outputs.anomaly_map is not None and job.maps:  # 96x128 floats per image: only when asked
                 arrays["anomaly_map"] = outputs.anomaly_map[part]
             for name, values in p_arrays.items():

@@ -52,3 +52,15 @@ def png_header_only(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
         + chunk(b"IEND", b"")
     )
+
+
+def png_with_rows(width: int, height: int, rows: int) -> bytes:
+    """A valid-looking RGB PNG declaring ``width × height`` whose zlib stream holds only ``rows`` rows."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + b"\xc8" * (3 * width) for _ in range(rows))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body

@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import csv
 import os
+import re
 import shutil
 import signal
 import socket
@@ -166,11 +167,22 @@ class ServiceProcess:
         self._log.close()
 
 
+def _interpolate(value: str) -> str:
+    """Compose's ``${VAR:-default}`` / ``${VAR}`` substitution from this process's environment."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(3) or ""
+        return os.environ.get(name) or default
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}", substitute, value)
+
+
 def compose_service(name: str) -> tuple[list[str], dict[str, str]]:
-    """``command`` and ``environment`` of a service in docker-compose.yml."""
+    """``command`` and ``environment`` of a service in docker-compose.yml (variables substituted)."""
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     service = compose["services"][name]
-    return list(service["command"]), {key: str(value) for key, value in service["environment"].items()}
+    environment = {key: _interpolate(str(value)) for key, value in service["environment"].items()}
+    return list(service["command"]), environment
 
 
 def compose_process(name: str, overrides: dict[str, str], log_path: Path) -> ServiceProcess:

@@ -123,3 +123,24 @@ def test_usfad_score_reads_adbench_npz_and_reports_auroc(
     assert lines[0] == "id,score,nll,anomalous,label" and len(lines) == 1 + 1831
     auroc = float(captured.err.split("AUROC ")[1].split()[0])
     assert 0.5 < auroc <= 1.0  # a USFlow trained for 2 epochs already ranks cardio anomalies higher
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_extreme_rows_are_anomalies_for_every_family(
+    family: str, exported: dict[str, tuple[Path, Path]]
+) -> None:
+    """Rows far outside the data (up to 3e38, finite in float32) through ONNX Runtime: never "normal".
+
+    Each row either overflows (the service then answers ``score: null, reason: score_not_finite``)
+    or scores above the threshold; ``service.verdict`` makes both ``is_anomaly``.
+    """
+    from service.verdict import is_anomaly, overflowed
+
+    _, bundle_dir = exported[family]
+    bundle = load_bundle(bundle_dir, device="cpu")
+    features = bundle.manifest.features
+    extreme = [[value] * features for value in (3e38, -3e38, 1e30, 1e19)]
+    rows = np.array([*extreme, [3e38] + [0.0] * (features - 1)], dtype=np.float32)
+    outputs = bundle.run(rows)
+    flags = is_anomaly(outputs.score, bundle.manifest.threshold, overflowed(outputs.score))
+    assert flags.all(), (family, outputs.score.tolist(), bundle.manifest.threshold)

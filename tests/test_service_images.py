@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from service.errors import InputError
-from service.images import decode_image, heatmap_png, resize_for_model, resize_map
+from service.images import decode_for_model, decode_image, heatmap_png, resize_for_model, resize_map
 from tests.conftest import MAGNETIC_TILE_DIR, data_path
-from tests.image_support import png_header_only
+from tests.image_support import png_header_only, png_with_rows
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,3 +109,51 @@ def test_images_over_the_configured_pixel_limit_are_refused(tile: Image.Image) -
         decode_image(data, "rgb", max_pixels=tile.width * tile.height - 1)
     assert caught.value.status == 413
     assert f"declares {tile.width}x{tile.height} pixels" in caught.value.message
+
+
+def test_a_png_whose_pixel_data_ends_early_is_refused_not_padded() -> None:
+    """Pillow pads such a file silently (defect 4 of issue 13); the stream length check refuses it."""
+    data = png_with_rows(3000, 3000, 1)
+    assert len(data) < 200
+    Image.open(io.BytesIO(data)).load()  # Pillow alone accepts it: the check is what refuses it
+    with pytest.raises(InputError) as caught:
+        decode_image(data, "rgb", field="images[0]")
+    assert caught.value.status == 422 and caught.value.field == "images[0]"
+    assert "holds 9001 of the 27003000 bytes its 3000x3000 header requires" in caught.value.message
+    complete = png_with_rows(300, 20, 20)
+    assert decode_image(complete, "rgb").shape == (20, 300, 3)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16"])
+def test_complete_pngs_of_every_colour_type_pass_the_length_check(tile: Image.Image, mode: str) -> None:
+    small = tile.resize((37, 29))
+    image = small.convert(mode) if mode != "I;16" else Image.fromarray(
+        np.asarray(small.convert("L"), dtype=np.uint16) * 257
+    )
+    assert decode_image(encode(image, "PNG"), "grayscale").shape == (29, 37, 1)
+
+
+def test_large_jpegs_are_draft_decoded_near_the_model_size(tile: Image.Image) -> None:
+    """A 3000 × 2000 JPEG for a 64 × 64 model: libjpeg decodes at 1/4 scale (≥ 4 × 64 per side kept).
+
+    The resized pixels differ from a full decode by a few grey levels at most; the original
+    size (for the anomaly map) is the file's.
+    """
+    big = encode(tile.resize((3000, 2000), Image.Resampling.BILINEAR), "JPEG", quality=95)
+    drafted = decode_image(big, "rgb", draft_to=(256, 256))
+    assert drafted.shape == (500, 750, 3)  # 1/4 scale: 1/8 would leave 250 < 256 rows
+    original, pixels = decode_for_model(big, "rgb", 64, 64)
+    full = resize_for_model(decode_image(big, "rgb"), 64, 64)
+    difference = np.abs(pixels.astype(int) - full.astype(int))
+    assert original == (2000, 3000) and pixels.shape == (64, 64, 3)
+    assert difference.mean() < 2.0 and difference.max() <= 16, (difference.mean(), difference.max())
+    small = encode(tile, "JPEG", quality=95)  # a tile is < 8 × 64 per side: decoded in full, as in training
+    np.testing.assert_array_equal(
+        decode_for_model(small, "rgb", 64, 64)[1], resize_for_model(decode_image(small, "rgb"), 64, 64)
+    )
+
+
+def test_the_default_pixel_limit_is_16_megapixels() -> None:
+    with pytest.raises(InputError) as caught:
+        decode_image(png_header_only(4001, 4000), "rgb")
+    assert caught.value.status == 413 and "more than the limit of 16000000 pixels" in caught.value.message

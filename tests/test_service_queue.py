@@ -56,7 +56,8 @@ def make_worker(queue, registry: BundleRegistry, **overrides) -> tuple[BatchingW
     settings = Settings(
         model_dir=model_dir(),
         worker_id=overrides.pop("worker_id", "worker-a"),
-        reclaim_interval_s=overrides.pop("reclaim_interval_s", 3600.0),
+        reclaim_interval_s=overrides.pop("reclaim_interval_s", 3600.0),  # no reclaim unless a test asks
+        request_timeout_s=10_000.0,  # so that the settings' reclaim-vs-deadline relation allows that
         batch_policies={
             TABULAR_MODEL: BatchPolicy(max_batch=overrides.pop("max_batch", 64), max_delay_s=0.05)
         },
@@ -99,6 +100,7 @@ def test_a_lone_request_does_not_wait_for_the_batching_delay(queue, registry) ->
         model_dir=model_dir(),
         worker_id="worker-a",
         reclaim_interval_s=3600.0,
+        request_timeout_s=10_000.0,  # the reclaim-vs-deadline relation, with reclaim switched off
         batch_policies={TABULAR_MODEL: BatchPolicy(max_batch=64, max_delay_s=30.0)},
     )
     queue.enqueue(job(rows[:1], "alone"), max_depth=100)

@@ -16,6 +16,7 @@ import numpy as np
 from service.bundle import Bundle, load_bundle
 from service.errors import InputError
 from service.inputs import validate_tabular_rows
+from service.verdict import is_anomaly
 from training.export.score_inputs import image_files, read_image, read_tabular_input
 
 IMAGE_BATCH = 16
@@ -35,8 +36,8 @@ class ScoreTable:
 
     @property
     def anomalous(self) -> np.ndarray:
-        """``score > threshold`` per input."""
-        return self.score > self.threshold
+        """``score > threshold`` per input, and true where the score is not finite (``service.verdict``)."""
+        return is_anomaly(self.score, self.threshold)
 
     def to_csv(self) -> str:
         """``id,score,nll,anomalous[,map_max][,label]`` with a header row."""

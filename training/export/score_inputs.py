@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from service.errors import InputError
-from service.images import decode_image, resize_for_model
+from service.images import decode_for_model
 from service.manifest import Manifest
 from training.tabular.data import TabularDataError, load_csv
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+OFFLINE_MAX_PIXELS = 256_000_000  # files on disk: only the decoder's own bomb backstop applies
 
 
 @dataclass
@@ -108,5 +109,7 @@ def image_files(paths: list[str | Path]) -> list[Path]:
 def read_image(path: Path, manifest: Manifest) -> np.ndarray:
     """One image as uint8 ``[H, W, C]`` at the model's size and colour mode (service decoding)."""
     height, width = manifest.image_size
-    image = decode_image(path.read_bytes(), manifest.color_mode, field=f"--input {path}")
-    return resize_for_model(image, height, width)
+    data = path.read_bytes()  # the service's decoding (JPEG draft included), without its per-request limit
+    field = f"--input {path}"
+    _, image = decode_for_model(data, manifest.color_mode, height, width, field, OFFLINE_MAX_PIXELS)
+    return image
