@@ -74,6 +74,7 @@ def service_stack(
     wait_ready: bool = True,
 ) -> Iterator[Stack]:
     """Start ``workers`` workers and one API on a fresh key prefix; stop them all (by PID) after."""
+    logs.mkdir(parents=True, exist_ok=True)
     prefix, port = unique_prefix(), free_port()
     redis_at = url_of_redis or redis_url()
     shared = {
