@@ -47,7 +47,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--profile",
         choices=("cpu", "paper"),
         default=None,
-        help="cpu: small input, cached features, few epochs; paper: Appendix E "
+        help="cpu: long side 256, cached features, early stopping within 40 epochs / 5 min "
+        "(docs/image-benchmark.md); paper: Appendix E "
         "(default: paper on a GPU, cpu otherwise)",
     )
     parser.add_argument("--epochs", type=int, help="maximum epochs (early stopping on validation NLL)")
