@@ -26,18 +26,9 @@ if TYPE_CHECKING:  # heavy imports happen inside the commands
     from service.worker import BatchingWorker
 
 ARGV_VARIABLE = "USFAD_SERVE_ARGV"  # how ``--api-workers`` processes get the command line
-API_SETTINGS = (
-    "model_dir", "redis_url", "queue_prefix", "host", "port", "max_batch", "max_delay_ms", "batch_policies",
-    "max_queue_depth", "request_timeout_s", "result_ttl_s", "reclaim_idle_s", "reclaim_interval_s",
-    "max_deliveries", "max_body_bytes", "max_image_pixels", "max_request_pixels", "max_images", "device",
-    "ort_threads", "reload_interval_s", "heartbeat_interval_s", "heartbeat_max_age_s", "retry_after_s",
-    "api_threads", "api_workers", "worker_id", "api_token", "metrics_token",
-)  # fmt: skip
-WORKER_SETTINGS = (
-    "model_dir", "redis_url", "queue_prefix", "max_batch", "max_delay_ms", "batch_policies", "result_ttl_s",
-    "request_timeout_s", "reclaim_idle_s", "reclaim_interval_s", "max_deliveries", "device", "ort_threads",
-    "reload_interval_s", "heartbeat_interval_s", "metrics_port", "worker_id",
-)  # fmt: skip
+# Which flags each command takes: the settings' roles (service/settings.py).
+API_SETTINGS = settings_module.names_for(settings_module.API)
+WORKER_SETTINGS = settings_module.names_for(settings_module.WORKER)
 
 
 def build_parser() -> argparse.ArgumentParser:

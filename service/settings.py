@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -20,40 +22,109 @@ class BatchPolicy:
     max_delay_s: float = 0.002
 
 
+API, WORKER, BOTH = "api", "worker", "both"  # which processes read a setting
+
+
+def setting(
+    default: Any, help: str, role: str = BOTH, factory: Callable[[], Any] | None = None, **options: Any
+) -> Any:
+    """A ``Settings`` field with its help text and role (``api``, ``worker``, ``both``) as metadata.
+
+    This is the one place a setting is described: the flags of ``python -m service serve`` /
+    ``worker`` and of ``usfad serve`` / ``worker`` and their ``--help`` come from it.
+    """
+    metadata = {"help": help, "role": role}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata, **options)
+    return field(default=default, metadata=metadata, **options)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the API and the workers (flag ``--x-y`` / variable ``USFAD_X_Y``)."""
 
-    model_dir: Path = Path("bundles")
-    redis_url: str | None = None  # None: embedded mode (in-process queue and worker)
-    queue_prefix: str = "usfad"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch: int = 64
-    max_delay_ms: float = 2.0
-    batch_policies: dict[str, BatchPolicy] = field(default_factory=dict)
-    max_queue_depth: int = 1024
-    request_timeout_s: float = 30.0
-    result_ttl_s: float = 120.0
-    reclaim_idle_s: float = 10.0
-    reclaim_interval_s: float = 2.0
-    max_deliveries: int = 3
-    max_body_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 16_000_000
-    max_request_pixels: int = 64_000_000
-    max_images: int = 32
-    device: str = "auto"
-    ort_threads: int = 0
-    reload_interval_s: float = 2.0
-    heartbeat_interval_s: float = 1.0
-    heartbeat_max_age_s: float = 15.0
-    metrics_port: int = 9100
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    retry_after_s: int = 1
-    api_threads: int = 256
-    api_workers: int = 1
-    api_token: str | None = field(default=None, repr=False)  # secrets: never in a repr or a log
-    metrics_token: str | None = field(default=None, repr=False)
+    model_dir: Path = setting(
+        Path("bundles"),
+        "directory of model bundles (one sub-directory per model)",
+        BOTH,
+    )
+    # None: embedded mode (in-process queue and worker)
+    redis_url: str | None = setting(
+        None,
+        "Redis URL, e.g. redis://127.0.0.1:6379/0; unset: embedded mode (one process)",
+        BOTH,
+    )
+    queue_prefix: str = setting("usfad", "prefix of every Redis key the service uses", BOTH)
+    host: str = setting("127.0.0.1", "address the HTTP server binds", API)
+    port: int = setting(8000, "port of the HTTP server", API)
+    max_batch: int = setting(64, "default max rows/images per batch", BOTH)
+    max_delay_ms: float = setting(2.0, "default max time the first request of a batch waits for more", BOTH)
+    batch_policies: dict[str, BatchPolicy] = setting(
+        None,
+        "per-model batching MODEL=MAX_BATCH:MAX_DELAY_MS (repeat; comma-separated in the env)",
+        BOTH,
+        factory=dict,
+    )
+    max_queue_depth: int = setting(1024, "requests queued per model before the API answers 429", API)
+    request_timeout_s: float = setting(
+        30.0,
+        "deadline of a request; queued work past it is dropped and the client gets 504",
+        BOTH,
+    )
+    result_ttl_s: float = setting(120.0, "lifetime of a result key in Redis", BOTH)
+    reclaim_idle_s: float = setting(
+        10.0,
+        "entries unacknowledged this long are reclaimed from a dead worker (reclaim_idle_s + "
+        "reclaim_interval_s <= request_timeout_s / 2)",
+        BOTH,
+    )
+    reclaim_interval_s: float = setting(2.0, "how often a worker looks for entries to reclaim", BOTH)
+    max_deliveries: int = setting(3, "deliveries after which an entry goes to the dead-letter stream", BOTH)
+    max_body_bytes: int = setting(20 * 1024 * 1024, "largest request body accepted (413 beyond)", API)
+    max_image_pixels: int = setting(
+        16_000_000,
+        "largest image (width x height) accepted, checked before decoding",
+        API,
+    )
+    max_request_pixels: int = setting(
+        64_000_000,
+        "most pixels of all images of one request together, checked before decoding",
+        API,
+    )
+    max_images: int = setting(32, "most images in one request", API)
+    device: str = setting("auto", "auto (CUDA when onnxruntime has it), cpu or cuda", BOTH)
+    ort_threads: int = setting(0, "ONNX Runtime intra-op threads per session (0: its default)", BOTH)
+    reload_interval_s: float = setting(
+        2.0,
+        "how often the model directory is checked for new or changed bundles",
+        BOTH,
+    )
+    heartbeat_interval_s: float = setting(1.0, "how often a worker announces itself", BOTH)
+    heartbeat_max_age_s: float = setting(15.0, "a worker silent this long counts as gone for readiness", API)
+    metrics_port: int = setting(9100, "worker: port of its Prometheus /metrics (0: none)", WORKER)
+    worker_id: str = setting(
+        None,
+        "worker: consumer name in the Redis consumer group",
+        BOTH,
+        factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+    )
+    retry_after_s: int = setting(1, "Retry-After seconds sent with 429 and 503", API)
+    api_threads: int = setting(256, "API: threads for blocking work (image decoding, model listing)", API)
+    api_workers: int = setting(1, "API processes (uvicorn workers) sharing the port; needs --redis-url", API)
+    # secrets: never in a repr or a log
+    api_token: str | None = setting(
+        None,
+        "bearer tokens (comma-separated, for rotation) every endpoint but /health/* requires; unset: no "
+        "authentication",
+        API,
+        repr=False,
+    )
+    metrics_token: str | None = setting(
+        None,
+        "bearer tokens also accepted on /metrics (e.g. Prometheus's own); comma-separated",
+        API,
+        repr=False,
+    )
 
     def __post_init__(self) -> None:
         """Enforce ``reclaim_idle_s + reclaim_interval_s ≤ request_timeout_s / 2``.
@@ -87,40 +158,6 @@ def _split_tokens(value: str | None) -> tuple[str, ...]:
     return tuple(token.strip() for token in (value or "").split(",") if token.strip())
 
 
-HELP = {
-    "model_dir": "directory of model bundles (one sub-directory per model)",
-    "redis_url": "Redis URL, e.g. redis://127.0.0.1:6379/0; unset: embedded mode (one process)",
-    "queue_prefix": "prefix of every Redis key the service uses",
-    "host": "address the HTTP server binds",
-    "port": "port of the HTTP server",
-    "max_batch": "default max rows/images per batch",
-    "max_delay_ms": "default max time the first request of a batch waits for more",
-    "batch_policies": "per-model batching MODEL=MAX_BATCH:MAX_DELAY_MS (repeat; comma-separated in the env)",
-    "max_queue_depth": "requests queued per model before the API answers 429",
-    "request_timeout_s": "deadline of a request; queued work past it is dropped and the client gets 504",
-    "result_ttl_s": "lifetime of a result key in Redis",
-    "reclaim_idle_s": "entries unacknowledged this long are reclaimed from a dead worker "
-    "(reclaim_idle_s + reclaim_interval_s <= request_timeout_s / 2)",
-    "reclaim_interval_s": "how often a worker looks for entries to reclaim",
-    "max_deliveries": "deliveries after which an entry goes to the dead-letter stream",
-    "max_body_bytes": "largest request body accepted (413 beyond)",
-    "max_image_pixels": "largest image (width x height) accepted, checked before decoding",
-    "max_request_pixels": "most pixels of all images of one request together, checked before decoding",
-    "max_images": "most images in one request",
-    "device": "auto (CUDA when onnxruntime has it), cpu or cuda",
-    "ort_threads": "ONNX Runtime intra-op threads per session (0: its default)",
-    "reload_interval_s": "how often the model directory is checked for new or changed bundles",
-    "heartbeat_interval_s": "how often a worker announces itself",
-    "heartbeat_max_age_s": "a worker silent this long counts as gone for readiness",
-    "metrics_port": "worker: port of its Prometheus /metrics (0: none)",
-    "worker_id": "worker: consumer name in the Redis consumer group",
-    "retry_after_s": "Retry-After seconds sent with 429 and 503",
-    "api_threads": "API: threads for blocking work (image decoding, model listing)",
-    "api_workers": "API processes (uvicorn workers) sharing the port; needs --redis-url",
-    "api_token": "bearer tokens (comma-separated, for rotation) every endpoint but /health/* requires; "
-    "unset: no authentication",
-    "metrics_token": "bearer tokens also accepted on /metrics (e.g. Prometheus's own); comma-separated",
-}
 
 
 def parse_policies(specs: list[str]) -> dict[str, BatchPolicy]:
@@ -135,6 +172,15 @@ def parse_policies(specs: list[str]) -> dict[str, BatchPolicy]:
             except ValueError as error:
                 raise ValueError(f"batch policy {item!r} is not MODEL=MAX_BATCH:MAX_DELAY_MS") from error
     return policies
+
+
+def names_for(role: str) -> tuple[str, ...]:
+    """The settings a process of ``role`` (``api`` or ``worker``) reads: its own and ``both``."""
+    return tuple(item.name for item in fields(Settings) if item.metadata["role"] in (role, BOTH))
+
+
+def _help(item: Any) -> str:
+    return item.metadata["help"]
 
 
 def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
@@ -153,7 +199,7 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None
                 action="append",
                 default=[raw] if raw else [],
                 metavar="MODEL=N:MS",
-                help=f"{HELP[item.name]} [{env}]",
+                help=f"{_help(item)} [{env}]",
             )
             continue
         kind = type(default) if default is not None else str
@@ -164,7 +210,7 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None
             flag,
             type=kind,
             default=kind(value) if value not in (None, "") else None,
-            help=f"{HELP[item.name]} [{env}]" + (" (prefer the variable: ps shows flags)" if secret else ""),
+            help=f"{_help(item)} [{env}]" + (" (prefer the variable: ps shows flags)" if secret else ""),
         )
 
 

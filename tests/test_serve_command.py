@@ -7,7 +7,9 @@ the argument list, parsed by the service's real parser.
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 
+from service import settings
 from service.__main__ import build_parser as service_parser
 from training.cli import build_parser
 from training.commands.serve import _service_argv
@@ -37,3 +39,20 @@ def test_flags_in_equals_form_and_the_worker() -> None:
     worker = _service_argv("worker", _parsed(typed))
     assert worker[3:] == typed
     assert service_parser().parse_args(worker[3:]).metrics_port == 0
+
+
+def _command(parser, name: str):
+    return parser._subparsers._group_actions[0].choices[name]
+
+
+def test_every_setting_says_its_help_and_role_once() -> None:
+    roles = (settings.API, settings.WORKER, settings.BOTH)
+    for item in fields(settings.Settings):
+        assert item.metadata["help"] and item.metadata["role"] in roles
+    serve = {a.dest for a in _command(service_parser(), "serve")._actions} - {"help"}
+    worker = {a.dest for a in _command(service_parser(), "worker")._actions} - {"help"}
+    assert serve == set(settings.names_for(settings.API))
+    assert worker == set(settings.names_for(settings.WORKER))
+    assert "port" in serve and "port" not in worker and "metrics_port" not in serve
+    port = next(a for a in _command(build_parser(), "serve")._actions if a.dest == "port")
+    assert port.help.startswith(settings.Settings.__dataclass_fields__["port"].metadata["help"])
