@@ -1,7 +1,10 @@
-"""``map=mask``: a defect mask at a controlled rate, from the image score's calibration.
+"""``map=mask``: a defect mask cut at the image score's conformal cut.
 
-Every image family's ``score`` is the maximum of its ``anomaly_map`` (docs/contracts.md), so
-the calibration of the image score *is* a max-statistic calibration of the map: with the score
+When an image model's ``score`` is the maximum of its returned ``anomaly_map`` (``map_sigma = 0``
+and ``score_top_fraction = 0``), the calibration of the score *is* a max-statistic calibration
+of the map, and the rate below is controlled. The CPU default since issue 11 scores the top-1 %
+mean of the raw map and returns a smoothed map: then the mask is only the map cut at the
+score's cut, and its rate is NOT certified (docs/calibration.md). With the score
 cut ``t`` of rate ``α`` (``service.calibration.score_cut``), the mask ``{pixels : map > t}`` of a
 good image exchangeable with the calibration images is non-empty exactly when ``p_value ≤ α``,
 i.e. with probability at most ``α``. The rate controlled is the per-image family-wise rate of

@@ -255,13 +255,15 @@ def test_image_verdicts_at_a_false_alarm_rate(served: tuple[str, Path]) -> None:
     p = [r["p_value"] for r in fdr["results"]]
     assert [r["is_anomaly"] for r in fdr["results"]] == benjamini_hochberg(p, 0.5).tolist()
 
-    # map=mask: defect pixels at the score cut of the verdict's fpr; non-empty exactly when flagged.
-    for fields in ({"fpr": 0.5}, {}):
+    # map=mask: defect pixels above the image score's cut at the verdict's fpr.
+    calibration = load_bundle(served[1] / IMAGE_MODEL)
+    for fields, fpr in (({"fpr": 0.5}, 0.5), ({}, calibration.manifest.calibration["default_fpr"])):
         masked = httpx.post(f"{url}/score/image", params={**params, "map": "mask", **fields}, files=files)
         assert masked.status_code == 200, masked.text
         for result, path in zip(masked.json()["results"], tile_images(4), strict=True):
             mask = result["anomaly_map"]
-            assert mask["format"] == "mask" and (mask["defect_pixels"] > 0) == result["is_anomaly"]
+            assert mask["format"] == "mask"
+            assert mask["cut"] == pytest.approx(score_cut(calibration.calibration, fpr))
             pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask["png_base64"]))))
             assert pixels.shape == np.asarray(Image.open(path)).shape[:2]
             assert int((pixels > 0).sum()) == mask["defect_pixels"]
