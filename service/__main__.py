@@ -105,12 +105,12 @@ def make_worker(
     settings: settings_module.Settings, queue: WorkQueue, registry: CollectorRegistry
 ) -> BatchingWorker:
     """A ``BatchingWorker`` over ``queue`` with its metrics in ``registry``."""
+    from service.catalog import BundleCatalog
     from service.metrics import WorkerMetrics
-    from service.registry import BundleRegistry
     from service.worker import BatchingWorker
 
     metrics = WorkerMetrics(registry)
-    bundles = BundleRegistry(
+    bundles = BundleCatalog(
         settings.model_dir,
         device=settings.device,
         threads=settings.ort_threads,
@@ -137,7 +137,7 @@ def run_worker(settings: settings_module.Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())
     logging.getLogger("usfad").info(
-        "worker %s on %s, models %s", settings.worker_id, settings.redis_url, worker.registry.names()
+        "worker %s on %s, models %s", settings.worker_id, settings.redis_url, worker.catalog.names()
     )
     worker.run()
     return 0

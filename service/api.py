@@ -26,6 +26,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
+from service.catalog import ManifestCatalog
 from service.contract import NAME_PATTERN as MODEL_NAME_PATTERN
 from service.errors import InputError
 from service.fast_path import TabularFastPath
@@ -33,7 +34,6 @@ from service.http_errors import error_response, install_error_handlers
 from service.metrics import ApiMetrics, process_exited, scrape
 from service.middleware import BearerAuth, BodySizeLimit, RequestMetrics
 from service.queue import QueueUnavailable, WorkQueue
-from service.registry import ManifestCatalog
 from service.schemas import (
     ERROR_RESPONSES,
     ErrorResponse,
@@ -43,7 +43,7 @@ from service.schemas import (
     TabularRequest,
     TabularResponse,
 )
-from service.scoring import ImageUpload, Scorer, new_request_id
+from service.scoring import ImageUpload, ScoringService, new_request_id
 from service.settings import Settings
 from service.tabular_request import TabularCall, parse_tabular_request
 from service.verdicts import Rule
@@ -70,7 +70,7 @@ def create_app(
     pixels = _PixelThreads()
     metrics = ApiMetrics(registry)
     catalog = ManifestCatalog(settings.model_dir, settings.reload_interval_s)
-    scorer = Scorer(settings, queue, catalog, metrics)
+    scoring = ScoringService(settings, queue, catalog, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -98,7 +98,7 @@ def create_app(
         version="1",
         lifespan=lifespan,
     )
-    app.state.scorer = scorer
+    app.state.scoring = scoring
     app.state.catalog = catalog
 
     install_error_handlers(app, settings)
@@ -133,14 +133,14 @@ def create_app(
         """The tabular endpoint's work, shared by the FastAPI route and ``TabularFastPath``."""
         _require_json(content_type)
         if len(body) > OFFLOAD_BYTES:  # parsing and checking big bodies would stall the event loop
-            call, inputs = await run_in_threadpool(_tabular_call, scorer, body)
+            call, inputs = await run_in_threadpool(_tabular_call, scoring, body)
         else:
-            call, inputs = _tabular_call(scorer, body)
+            call, inputs = _tabular_call(scoring, body)
         state["model"] = call.model
         rule = Rule(call.threshold, call.fpr, call.fdr)
-        scorer.check_rule(call.model, call.version, rule)
-        result = await scorer.submit(request_id, call.model, call.version, inputs, call.timeout_s)
-        return scorer.tabular_answer(request_id, call.model, result, rule)
+        scoring.check_rule(call.model, call.version, rule)
+        result = await scoring.submit(request_id, call.model, call.version, inputs, call.timeout_s)
+        return scoring.tabular_answer(request_id, call.model, result, rule)
 
     @app.post(
         "/score/image",
@@ -207,16 +207,16 @@ def create_app(
         threshold = _form_float(fields, "threshold", threshold)
         rule = Rule(threshold, _form_float(fields, "fpr", fpr), _form_float(fields, "fdr", fdr))
         map_format = _form_map(fields, map)
-        inputs, originals = await pixels.run(scorer.image_inputs, model, version, uploads)
+        inputs, originals = await pixels.run(scoring.image_inputs, model, version, uploads)
         request.state.model = model
-        scorer.check_rule(model, version, rule)
+        scoring.check_rule(model, version, rule)
         if map_format is MapFormat.mask and rule.fdr is not None:
             raise InputError("map", "map=mask cuts at a false-alarm rate: use fpr or threshold, not fdr")
-        result = await scorer.submit(
+        result = await scoring.submit(
             request.state.request_id, model, version, inputs, timeout_s, maps=map_format is not MapFormat.none
         )
         answer = await pixels.run(
-            scorer.image_answer,
+            scoring.image_answer,
             request.state.request_id,
             model,
             uploads,
@@ -419,10 +419,10 @@ async def _read_form(request: Request, max_images: int) -> Any:
         raise InputError("body", f"malformed multipart body ({detail[:120]})") from None
 
 
-def _tabular_call(scorer: Scorer, body: bytes) -> tuple[TabularCall, np.ndarray]:
+def _tabular_call(scoring: ScoringService, body: bytes) -> tuple[TabularCall, np.ndarray]:
     """Parse a tabular body and validate its rows against the model's manifest."""
     call = parse_tabular_request(body)
-    return call, scorer.tabular_inputs(call.model, call.version, call.rows)
+    return call, scoring.tabular_inputs(call.model, call.version, call.rows)
 
 
 def _serving(queue: WorkQueue, settings: Settings) -> dict[str, list[dict[str, str]]]:

@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 
 from service.calibration import CalibrationError
+from service.catalog import ManifestCatalog
 from service.drift import DriftMonitor
 from service.errors import InputError
 from service.images import decode_for_model, heatmap_png, open_image, resize_map
@@ -22,7 +23,6 @@ from service.manifest import Manifest, validate_model_name
 from service.masks import CalibrationFiles, mask_answer
 from service.metrics import ApiMetrics
 from service.queue import Job, Result, WorkQueue
-from service.registry import ManifestCatalog
 from service.schemas import MapFormat
 from service.settings import Settings
 from service.verdict import OVERFLOW_REASON, overflowed
@@ -72,7 +72,7 @@ def new_request_id() -> str:
     return f"{_IDS.getrandbits(128):032x}"
 
 
-class Scorer:
+class ScoringService:
     """Turns requests into queue jobs and worker results into responses."""
 
     def __init__(

@@ -29,7 +29,7 @@ from service.schemas import TabularRequest
 
 @dataclass(frozen=True)
 class TabularCall:
-    """A parsed tabular request; ``rows`` is still the parsed JSON (validated by the scorer)."""
+    """A parsed tabular request; ``rows`` is still the parsed JSON (validated by the scoring)."""
 
     model: str
     version: str | None

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from service.catalog import BundleCatalog
 from service.errors import InputError
 from service.metrics import WorkerMetrics
 from service.queue import Delivery, QueueUnavailable, Result, WorkQueue
-from service.registry import BundleRegistry
 from service.settings import Settings
 from service.verdict import overflowed
 
@@ -39,13 +39,13 @@ def heavy_modules_loaded() -> list[str]:
 
 
 class BatchingWorker:
-    """Consumes a ``WorkQueue`` with the models of a ``BundleRegistry``."""
+    """Consumes a ``WorkQueue`` with the models of a ``BundleCatalog``."""
 
     def __init__(
-        self, queue: WorkQueue, registry: BundleRegistry, settings: Settings, metrics: WorkerMetrics
+        self, queue: WorkQueue, catalog: BundleCatalog, settings: Settings, metrics: WorkerMetrics
     ) -> None:
         self.queue = queue
-        self.registry = registry
+        self.catalog = catalog
         self.settings = settings
         self.metrics = metrics
         self.worker_id = settings.worker_id
@@ -92,7 +92,7 @@ class BatchingWorker:
         if not force and now - self._last_heartbeat < self.settings.heartbeat_interval_s:
             return
         self._last_heartbeat = now
-        bundles = self.registry.items()
+        bundles = self.catalog.items()
         providers = sorted({provider for bundle in bundles.values() for provider in bundle.providers})
         self.metrics.models_loaded.clear()
         for name, bundle in bundles.items():
@@ -119,7 +119,7 @@ class BatchingWorker:
         model still has room below ``max_batch``, and ``max_delay`` has not passed. Under load,
         the entries that queue up while a batch computes form the next batch.
         """
-        models = self.registry.names()
+        models = self.catalog.names()
         if not models:
             time.sleep(poll_s)
             return []
@@ -146,7 +146,7 @@ class BatchingWorker:
     def reclaim(self) -> list[Delivery]:
         """Entries idle past ``reclaim_idle_s``; those delivered too often are dead-lettered here."""
         taken = self.queue.reclaim(
-            self.worker_id, self.registry.names(), self.settings.reclaim_idle_s, count=256
+            self.worker_id, self.catalog.names(), self.settings.reclaim_idle_s, count=256
         )
         alive = []
         for delivery in taken:
@@ -191,7 +191,7 @@ class BatchingWorker:
         now = time.time()
         runnable: list[Delivery] = []
         try:
-            bundle = self.registry.get(model)
+            bundle = self.catalog.get(model)
         except LookupError:
             bundle = None
         # Only a redelivered (reclaimed) entry can have a result already: the finish script

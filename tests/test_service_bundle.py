@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from service.bundle import BundleError, InputError, load_bundle, validate_model_name, validate_tabular_rows
+from service.catalog import BundleCatalog
 from service.manifest import read_manifest
-from service.registry import BundleRegistry
 from tests.service_support import TABULAR_MODEL, cardio_rows, model_dir
 
 pytestmark = pytest.mark.timeout(120)
@@ -135,7 +135,7 @@ def test_registry_keeps_serving_the_old_version_when_a_new_one_is_broken(
     models = tmp_path / "models"
     live = shutil.copytree(bundle_path, models / TABULAR_MODEL)
     failures: list[str] = []
-    registry = BundleRegistry(
+    registry = BundleCatalog(
         models, device="cpu", threads=1, interval_s=0, on_failure=lambda n, e: failures.append(n)
     )
     old_version = registry.get(TABULAR_MODEL).version
@@ -161,4 +161,4 @@ def test_registry_ignores_directories_with_invalid_names(bundle_path: Path, tmp_
     models = tmp_path / "models"
     shutil.copytree(bundle_path, models / "Not.Valid")
     shutil.copytree(bundle_path, models / "ok-model")
-    assert BundleRegistry(models, device="cpu", interval_s=0).names() == ["ok-model"]
+    assert BundleCatalog(models, device="cpu", interval_s=0).names() == ["ok-model"]

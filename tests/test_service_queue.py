@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from service.catalog import BundleCatalog
 from service.memory_queue import InProcessQueue
 from service.metrics import WorkerMetrics
 from service.queue import Delivery, Job, QueueFull, Result
 from service.redis_queue import RedisStreamQueue
-from service.registry import BundleRegistry
 from service.settings import BatchPolicy, Settings
 from service.worker import BatchingWorker
 from tests.service_support import (
@@ -47,11 +47,11 @@ def queue(request: pytest.FixtureRequest) -> Iterator[RedisStreamQueue | InProce
 
 
 @pytest.fixture(scope="module")
-def registry() -> BundleRegistry:
-    return BundleRegistry(model_dir(), device="cpu", threads=1, interval_s=60)
+def registry() -> BundleCatalog:
+    return BundleCatalog(model_dir(), device="cpu", threads=1, interval_s=60)
 
 
-def make_worker(queue, registry: BundleRegistry, **overrides) -> tuple[BatchingWorker, CollectorRegistry]:
+def make_worker(queue, registry: BundleCatalog, **overrides) -> tuple[BatchingWorker, CollectorRegistry]:
     collector = CollectorRegistry()
     settings = Settings(
         model_dir=model_dir(),

@@ -1,6 +1,6 @@
 """The model directory: which bundles exist, loaded and reloaded when they change.
 
-``ManifestCatalog`` (API: manifests only, no onnxruntime) and ``BundleRegistry`` (workers:
+``ManifestCatalog`` (API: manifests only, no onnxruntime) and ``BundleCatalog`` (workers:
 ONNX Runtime sessions) share the scan. Only sub-directories with valid model names are
 considered; a bundle that fails to load leaves the previously loaded version serving.
 """
@@ -24,7 +24,7 @@ from service.manifest import (
     verify_files,
 )
 
-LOG = logging.getLogger("usfad.registry")
+LOG = logging.getLogger("usfad.catalog")
 T = TypeVar("T")
 
 
@@ -144,7 +144,7 @@ class ManifestCatalog(_Scanned[Manifest]):
         super().__init__(model_dir, read_verified_manifest, interval_s, label="manifest")
 
 
-class BundleRegistry(_Scanned["Bundle"]):  # noqa: F821 - imported lazily to keep onnxruntime out of the API
+class BundleCatalog(_Scanned["Bundle"]):  # noqa: F821 - imported lazily to keep onnxruntime out of the API
     """A worker's loaded bundles (ONNX Runtime sessions), verified and reloaded on change."""
 
     def __init__(
@@ -166,4 +166,4 @@ class BundleRegistry(_Scanned["Bundle"]):  # noqa: F821 - imported lazily to kee
         )
 
 
-__all__ = ["BundleRegistry", "InputError", "ManifestCatalog", "ModelNotFound", "bundle_dirs"]
+__all__ = ["BundleCatalog", "InputError", "ManifestCatalog", "ModelNotFound", "bundle_dirs"]
