@@ -177,7 +177,10 @@ def create_app(
         ] = None,
         map: Annotated[
             MapFormat,
-            Query(description="anomaly map: none, png (heat map), array, or mask (defects at the fpr)"),
+            Query(
+                description="anomaly map: none, png (heat map), array, or mask (defect pixels; a good "
+                "image shows any with probability <= fpr)"
+            ),
         ] = MapFormat.png,
         timeout_s: Annotated[float | None, Query(gt=0, le=300, description="deadline in seconds")] = None,
     ) -> Response:
@@ -210,8 +213,8 @@ def create_app(
         inputs, originals = await pixels.run(scoring.image_inputs, model, version, uploads)
         request.state.model = model
         scoring.check_rule(model, version, rule)
-        if map_format is MapFormat.mask and rule.fdr is not None:
-            raise InputError("map", "map=mask cuts at a false-alarm rate: use fpr or threshold, not fdr")
+        if map_format is MapFormat.mask:
+            scoring.check_mask(model, version, rule)
         result = await scoring.submit(
             request.state.request_id, model, version, inputs, timeout_s, maps=map_format is not MapFormat.none
         )

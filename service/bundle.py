@@ -23,7 +23,7 @@ except ImportError as missing:  # neither extra installed: say which to install
     ) from missing
 
 from service.analytic import analytic_p_values
-from service.calibration import CalibrationError, p_values, read_calibration_file
+from service.calibration import CalibrationError, p_values, read_calibration_file, read_map_maxima
 from service.contract import ONNX_FILE
 from service.errors import BundleError, InputError
 from service.inputs import validate_image_batch, validate_tabular_rows
@@ -77,11 +77,13 @@ class Bundle:
         manifest: Manifest,
         session: ort.InferenceSession,
         calibration: np.ndarray | None = None,
+        map_max: np.ndarray | None = None,
     ) -> None:
         self.path = path
         self.manifest = manifest
         self.session = session
         self.calibration = calibration  # sorted calibration scores (docs/calibration.md) or None
+        self.map_max = map_max  # sorted maxima of the calibration images' returned maps, or None
         self._input_name = session.get_inputs()[0].name
         self._output_names = [output.name for output in session.get_outputs()]
         for required in ("score", "nll"):
@@ -155,11 +157,14 @@ def load_bundle(bundle_dir: str | Path, device: str = "auto", threads: int = 0) 
         raise BundleError(str(error)) from error
     manifest = read_manifest(path)
     verify_files(path, manifest)
-    calibration = None
+    calibration = map_max = None
     if manifest.calibration is not None:
         file_name = manifest.calibration["file"]
         try:
-            calibration = read_calibration_file((path / file_name).read_bytes(), manifest.calibration_n)
+            data = (path / file_name).read_bytes()
+            calibration = read_calibration_file(data, manifest.calibration_n)
+            if manifest.calibration.get("mask") is not None:
+                map_max = read_map_maxima(data, manifest.calibration_n)
         except CalibrationError as error:
             raise BundleError(f"{path}/{file_name}: {error}") from error
     options = ort.SessionOptions()
@@ -167,7 +172,7 @@ def load_bundle(bundle_dir: str | Path, device: str = "auto", threads: int = 0) 
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     session = open_session(path / ONNX_FILE, options, choose_providers(device), device)
-    return Bundle(path, manifest, session, calibration)
+    return Bundle(path, manifest, session, calibration, map_max)
 
 
 def open_session(

@@ -13,6 +13,9 @@ If ``s`` and ``C`` are exchangeable (``s`` comes from the same normal data as ``
 ``P(p(s) ≤ α) ≤ α`` for every ``α``, and ``= ⌊α(n + 1)⌋ / (n + 1)`` without ties. The smallest
 p-value is ``1 / (n + 1)``, so a false-alarm rate below that cannot be certified. A non-finite
 score (overflow) always gets that smallest p-value: it is never called normal.
+
+``map=mask`` is the same test on another statistic: the maximum of an image's returned
+(smoothed, as served) anomaly map, calibrated on the same images' map maxima (``map_cut``).
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.contract import MASK_STATISTICS
+
 DEFAULT_FPR = 0.01
 DRIFT_LEVELS = (0.01, 0.05)
+# ``calibration.mask.statistic`` of a bundle whose file stores the maxima of the returned maps.
+MASK_STATISTIC = MASK_STATISTICS[0]
 # Decisions compare p ≤ fpr; a relative slack absorbs the rounding of (1 + k) / (n + 1).
 _SLACK = 1e-9
 
@@ -117,28 +124,68 @@ def default_fpr_for(n: int, wanted: float = DEFAULT_FPR) -> float:
     return wanted if certifiable(wanted, n) else min_fpr(n)
 
 
-def calibration_file(scores: np.ndarray) -> tuple[str, bytes]:
+def calibration_file(scores: np.ndarray, map_max: np.ndarray | None = None) -> tuple[str, bytes]:
     """``(file name, bytes)`` of a bundle's calibration file: ``{"n": n, "scores": [sorted]}``.
 
-    The name carries the first 12 hex digits of the content's sha256, so a recalibrated bundle
-    writes a new file next to the old one and switches by replacing ``manifest.json`` alone.
+    Image bundles add ``"map_max"``: the sorted maxima of the returned ``anomaly_map`` of the same
+    ``n`` calibration images, from which ``map=mask`` is cut (``map_cut``). The name carries the
+    first 12 hex digits of the content's sha256, so a recalibrated bundle writes a new file next
+    to the old one and switches by replacing ``manifest.json`` alone.
     """
-    data = orjson.dumps({"n": int(scores.size), "scores": scores.tolist()})
+    document: dict[str, Any] = {"n": int(scores.size), "scores": scores.tolist()}
+    if map_max is not None:
+        if map_max.size != scores.size:
+            raise CalibrationError(f"{map_max.size} map maxima for {scores.size} calibration scores")
+        document["map_max"] = map_max.tolist()
+    data = orjson.dumps(document)
     return f"calibration-{hashlib.sha256(data).hexdigest()[:12]}.json", data
+
+
+def _sorted_column(document: Any, key: str, n: int) -> np.ndarray:
+    """``document[key]`` as ``n`` sorted finite floats; ``CalibrationError`` otherwise."""
+    try:
+        values = np.asarray(document[key], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CalibrationError(f"calibration file has no valid {key!r} ({error!r})") from error
+    if values.ndim != 1 or values.size != n or document.get("n") != n:
+        raise CalibrationError(f"calibration file holds {values.size} {key}, the manifest says n = {n}")
+    if not np.isfinite(values).all() or np.any(np.diff(values) < 0):
+        raise CalibrationError(f"calibration {key} must be finite and sorted ascending")
+    return values
+
+
+def _document(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise CalibrationError(f"calibration file is malformed ({error})") from error
 
 
 def read_calibration_file(data: bytes, n: int) -> np.ndarray:
     """Parse a calibration file; ``CalibrationError`` unless it holds ``n`` sorted finite scores."""
-    try:
-        document = orjson.loads(data)
-        scores = np.asarray(document["scores"], dtype=np.float64)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise CalibrationError(f"calibration file is malformed ({error})") from error
-    if scores.ndim != 1 or scores.size != n or document.get("n") != n:
-        raise CalibrationError(f"calibration file holds {scores.size} scores, the manifest says n = {n}")
-    if not np.isfinite(scores).all() or np.any(np.diff(scores) < 0):
-        raise CalibrationError("calibration scores must be finite and sorted ascending")
-    return scores
+    return _sorted_column(_document(data), "scores", n)
+
+
+def read_map_maxima(data: bytes, n: int) -> np.ndarray:
+    """The ``n`` sorted anomaly-map maxima of a calibration file (``CalibrationError`` if absent)."""
+    return _sorted_column(_document(data), "map_max", n)
+
+
+def map_maxima(anomaly_maps: Any) -> np.ndarray:
+    """Per image, the maximum over the pixels of its returned map ``[N, …]`` (NaN if any is NaN)."""
+    maps = np.asarray(anomaly_maps, dtype=np.float64)
+    return maps.reshape(maps.shape[0], -1).max(axis=1) if maps.shape[0] else np.zeros(0)
+
+
+def map_cut(map_max: np.ndarray, fpr: float) -> float:
+    """The cut ``t`` of ``map=mask`` at family-wise rate ``fpr`` (``score_cut`` of the maxima).
+
+    The mask ``{pixels : map > t}`` of an image is non-empty exactly when its map maximum ``m``
+    exceeds ``t``, i.e. when ``m``'s conformal p-value against the calibration maxima is
+    ``<= fpr``; for a good image exchangeable with the calibration images that happens with
+    probability at most ``fpr`` (a max-statistic over the image's pixels, docs/calibration.md).
+    """
+    return score_cut(map_max, fpr)
 
 
 def calibration_section(
@@ -149,10 +196,11 @@ def calibration_section(
     created: str,
     analytic: dict[str, Any] | None = None,
     default_fpr: float = DEFAULT_FPR,
+    map_max: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The manifest's ``calibration`` entry (docs/calibration.md)."""
+    """The manifest's ``calibration`` entry (docs/calibration.md); ``mask`` when maxima are stored."""
     n = int(scores.size)
-    return {
+    section = {
         "file": file_name,
         "n": n,
         "method": method,
@@ -163,6 +211,13 @@ def calibration_section(
         "analytic": analytic,
         "created": created,
     }
+    if map_max is not None:
+        section["mask"] = {
+            "statistic": MASK_STATISTIC,
+            "rate": "map=mask at fpr: P(a good image shows any mask pixel) <= fpr (family-wise)",
+            "cut": "score_cut of the n sorted map_max of the calibration file",
+        }
+    return section
 
 
 def conformal_threshold(scores: np.ndarray, fpr: float, n: int) -> dict[str, Any]:

@@ -40,6 +40,10 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 NAME_RULE = "use 1-64 characters a-z 0-9 . _ - starting with a letter or digit, without '..'"
 REQUIRED_KEYS = ("name", "version", "kind", "input", "outputs", "threshold", "files")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# ``calibration.mask.statistic`` values: the calibration file then also holds ``map_max``, the
+# sorted maxima of the returned anomaly maps (docs/calibration.md). Optional: bundles without it
+# load, and ``map=mask`` at a rate is refused for them.
+MASK_STATISTICS = ("anomaly_map_max",)
 
 
 class ContractError(ValueError):
@@ -161,7 +165,8 @@ def check_files(data: dict[str, Any]) -> None:
 
 def check_calibration(data: dict[str, Any]) -> None:
     """Optional ``calibration`` (docs/calibration.md): ``n``, the one listed calibration file, a
-    ``default_fpr`` in ``[1/(n+1), 1)`` and, for flows, the χ² law's ``dof`` and ``scale``."""
+    ``default_fpr`` in ``[1/(n+1), 1)``, for flows the χ² law's ``dof`` and ``scale``, and for
+    images an optional ``mask`` (the file then holds the maps' maxima too)."""
     listed = [name for name in data["files"] if CALIBRATION_FILE_PATTERN.fullmatch(name)]
     section = data.get("calibration")
     if section is None:
@@ -184,6 +189,13 @@ def check_calibration(data: dict[str, Any]) -> None:
             and isinstance(analytic.get("scale"), int | float)
             and analytic["scale"] > 0,
             "calibration.analytic needs a positive int dof and a positive scale",
+        )
+    mask = section.get("mask")
+    if mask is not None:
+        _require(data["kind"] == "image", "calibration.mask is only for image bundles")
+        _require(
+            isinstance(mask, dict) and mask.get("statistic") in MASK_STATISTICS,
+            f"calibration.mask.statistic must be one of {MASK_STATISTICS}",
         )
 
 

@@ -82,6 +82,12 @@ class Manifest:
         return int(section["n"]) if section else None
 
     @property
+    def mask_calibrated(self) -> bool:
+        """Whether the calibration file holds the maxima of the returned maps (``map=mask`` at a rate)."""
+        section = self.calibration
+        return bool(section) and section.get("mask") is not None
+
+    @property
     def has_anomaly_map(self) -> bool:
         """Whether the ONNX graph has an ``anomaly_map`` output (image models)."""
         return any(output.get("name") == "anomaly_map" for output in self.raw.get("outputs", []))

@@ -103,9 +103,10 @@ class AnomalyMap(BaseModel):
     )
     cut: float | None = Field(
         None,
-        description="format mask: pixels with map value > cut are defects (white in the PNG); the cut "
-        "is the image score's conformal cut at the verdict's fpr, so a good image shows any defect "
-        "pixel with probability <= fpr",
+        description="format mask: pixels with map value > cut are defects (white in the PNG); at a "
+        "rate the cut is the conformal cut of the calibration images' map maxima at the verdict's fpr, "
+        "so a good image shows any defect pixel with probability <= fpr (with threshold: that raw "
+        "value, no rate)",
     )
     defect_pixels: int | None = Field(None, description="format mask: number of defect pixels")
 

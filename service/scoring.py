@@ -20,7 +20,7 @@ from service.errors import InputError
 from service.images import decode_for_model, heatmap_png, open_image, resize_map
 from service.inputs import validate_tabular_rows
 from service.manifest import Manifest, validate_model_name
-from service.masks import CalibrationFiles, mask_answer
+from service.masks import CalibrationFiles, check_mask, mask_answer
 from service.metrics import ApiMetrics
 from service.queue import Job, Result, WorkQueue
 from service.schemas import MapFormat
@@ -85,13 +85,16 @@ class ScoringService:
         self.drift = DriftMonitor(metrics.p_value_share)
         self.calibrations = CalibrationFiles(settings.model_dir)
 
-    def mask_cut(self, model: str, result: Result, verdict: Verdict) -> float:
-        """The map cut of ``map=mask``: the verdict's score cut (threshold, or the cut at its fpr)."""
-        if verdict.threshold is not None:
-            return float(verdict.threshold)
+    def mask_cut(self, model: str, result: Result, verdict: Verdict, rule: Rule) -> float:
+        """The map cut of ``map=mask``: the request's raw ``threshold``, else the calibration map
+        maxima's cut at the verdict's fpr (requested or default; ``service.masks``), never the
+        score cut (the score is not the returned map's maximum)."""
+        if rule.threshold is not None:
+            return float(rule.threshold)
         manifest = self.catalog.get(model)
         if manifest.version != result.version or verdict.fpr is None:
             raise ServiceError(503, f"model {model!r} was reloaded while answering; retry")
+        check_mask(model, manifest, rule.threshold, rule.fdr)  # the answering version, too
         try:
             return self.calibrations.cut(model, manifest, verdict.fpr)
         except (CalibrationError, OSError) as error:
@@ -117,6 +120,10 @@ class ScoringService:
     def check_rule(self, model: str, version: str | None, rule: Rule) -> None:
         """Refuse (422) before enqueueing a rule the served manifest cannot honour."""
         check_rule(rule, self.manifest(model, version).calibration_n, model)
+
+    def check_mask(self, model: str, version: str | None, rule: Rule) -> None:
+        """Refuse (422) before enqueueing a ``map=mask`` request the served manifest cannot certify."""
+        check_mask(model, self.manifest(model, version), rule.threshold, rule.fdr)
 
     def manifest(self, model: str, version: str | None) -> Manifest:
         """The manifest of a valid, loaded ``model``; 404 ``ServiceError`` for an unknown version."""
@@ -266,7 +273,7 @@ class ScoringService:
         overflow = _overflow(result)
         flags = verdict.flags | overflow
         results = []
-        cut = self.mask_cut(model, result, verdict) if map_format is MapFormat.mask else math.nan
+        cut = self.mask_cut(model, result, verdict, rule) if map_format is MapFormat.mask else math.nan
         for index, (upload, (original_h, original_w)) in enumerate(zip(uploads, originals, strict=True)):
             anomaly_map = None
             bad = bool(overflow[index])

@@ -194,3 +194,22 @@ def test_run_record_round_trips_through_json(run: dict, extra: dict) -> None:
     record = RunRecord.from_json({**run, **extra, "created": CREATED})
     assert record.extra == extra and record.created == CREATED
     assert RunRecord.from_json(json.loads(json.dumps(record.to_json()))) == record
+
+
+def test_calibration_mask_is_optional_image_only_and_names_its_statistic() -> None:
+    run = _tabular_run(["a", "b"])
+    run.update(kind="image", input={"height": 8, "width": 8, "channels": 3, "color_mode": "rgb"})
+    calibration_name = "calibration-" + "0" * 12 + ".json"
+    listed = {"model.onnx": DIGEST, calibration_name: DIGEST}
+    manifest = build_manifest(run, "tile", listed, CREATED, 18, check=False)
+    manifest["calibration"] = {"file": calibration_name, "n": 9, "default_fpr": 0.1}
+    check_manifest(manifest)  # without mask: an image bundle exported before the maxima existed
+    manifest["calibration"]["mask"] = {"statistic": "anomaly_map_max"}
+    check_manifest(manifest)
+    manifest["calibration"]["mask"] = {"statistic": "nfa"}
+    with pytest.raises(ContractError, match="calibration.mask.statistic"):
+        check_manifest(manifest)
+    manifest["calibration"]["mask"] = {"statistic": "anomaly_map_max"}
+    manifest["kind"], manifest["input"] = "tabular", {"features": 2}
+    with pytest.raises(ContractError, match="only for image bundles"):
+        check_manifest(manifest)

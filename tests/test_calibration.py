@@ -24,10 +24,16 @@ from scipy import stats
 
 from service.bundle import load_bundle
 from service.calibration import (
+    CalibrationError,
     benjamini_hochberg,
+    calibration_file,
     certifiable,
     flag_at_fpr,
+    map_cut,
+    map_maxima,
     p_values,
+    read_calibration_file,
+    read_map_maxima,
     required_n,
     score_cut,
     sorted_scores,
@@ -71,6 +77,24 @@ def test_score_cut_is_the_same_verdict_as_p_at_most_fpr() -> None:
                     score_cut(calibration, fpr)
                 continue
             np.testing.assert_array_equal(flag_at_fpr(p, fpr), scores > score_cut(calibration, fpr))
+
+
+def test_map_maxima_are_stored_next_to_the_scores_and_cut_like_them() -> None:
+    scores, maxima = sorted_scores([1.0, 2.0, 3.0]), sorted_scores([0.5, 0.7, 0.9])
+    name, data = calibration_file(scores, maxima)
+    assert name != calibration_file(scores)[0]  # the maxima are part of the checksummed content
+    np.testing.assert_array_equal(read_calibration_file(data, 3), scores)
+    np.testing.assert_array_equal(read_map_maxima(data, 3), maxima)
+    assert map_cut(maxima, 0.5) == score_cut(maxima, 0.5) == 0.7  # p <= 0.5: at most one maximum at or above
+    with pytest.raises(CalibrationError, match="no valid 'map_max'"):
+        read_map_maxima(calibration_file(scores)[1], 3)  # a file written before the maxima existed
+    with pytest.raises(CalibrationError, match="sorted"):
+        read_map_maxima(json.dumps({"n": 3, "scores": [1, 2, 3], "map_max": [3, 2, 1]}).encode(), 3)
+    with pytest.raises(CalibrationError, match="map maxima"):
+        calibration_file(scores, maxima[:2])
+    maps = np.arange(24, dtype=np.float32).reshape(2, 1, 3, 4)
+    maps[1, 0, 0, 0] = np.nan
+    np.testing.assert_array_equal(map_maxima(maps), [11.0, np.nan])
 
 
 def test_smallest_certifiable_rate_and_the_n_it_needs() -> None:
@@ -255,15 +279,16 @@ def test_image_verdicts_at_a_false_alarm_rate(served: tuple[str, Path]) -> None:
     p = [r["p_value"] for r in fdr["results"]]
     assert [r["is_anomaly"] for r in fdr["results"]] == benjamini_hochberg(p, 0.5).tolist()
 
-    # map=mask: defect pixels above the image score's cut at the verdict's fpr.
+    # map=mask: defect pixels above the calibration map maxima's cut at the verdict's fpr.
     calibration = load_bundle(served[1] / IMAGE_MODEL)
+    assert calibration.map_max is not None and calibration.map_max.size == 2
     for fields, fpr in (({"fpr": 0.5}, 0.5), ({}, calibration.manifest.calibration["default_fpr"])):
         masked = httpx.post(f"{url}/score/image", params={**params, "map": "mask", **fields}, files=files)
         assert masked.status_code == 200, masked.text
         for result, path in zip(masked.json()["results"], tile_images(4), strict=True):
             mask = result["anomaly_map"]
             assert mask["format"] == "mask"
-            assert mask["cut"] == pytest.approx(score_cut(calibration.calibration, fpr))
+            assert mask["cut"] == pytest.approx(map_cut(calibration.map_max, fpr))
             pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask["png_base64"]))))
             assert pixels.shape == np.asarray(Image.open(path)).shape[:2]
             assert int((pixels > 0).sum()) == mask["defect_pixels"]

@@ -1,8 +1,10 @@
 """``usfad calibrate``: replace a bundle's calibration with new normal data, without retraining.
 
 The bundle is scored with the service's own loader (checksums verified, ONNX Runtime on the
-CPU, images decoded and resized like the service does), so the calibration scores are exactly
-the scores the service computes. The new version is written atomically:
+CPU, images decoded and resized like the service does), so the calibration scores (and, for
+images, the maxima of the returned anomaly maps that ``map=mask`` is cut from) are exactly what
+the service computes. An image bundle exported before the maxima existed gains them here.
+The new version is written atomically:
 
 - in place (a served bundle): the new ``calibration-<hash>.json`` is written first (through a
   temporary file and ``os.replace``), then ``manifest.json`` is replaced in one ``os.replace``,
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from service.bundle import Bundle, load_bundle
-from service.calibration import DEFAULT_FPR, CalibrationError, sorted_scores
+from service.calibration import DEFAULT_FPR, CalibrationError, map_maxima, sorted_scores
 from service.contract import CALIBRATION_FILE_PATTERN, MANIFEST_FILE
 from service.errors import InputError
 from training.export.manifest import bundle_version
@@ -35,14 +37,16 @@ CHUNK = 256
 
 
 def calibration_scores(bundle: Bundle, data: list[str], label_column: str | None = None) -> tuple[
-    np.ndarray, dict[str, Any]
+    np.ndarray, dict[str, Any], np.ndarray | None
 ]:
-    """Scores of the normal inputs in ``data`` and the description of that data for the manifest.
+    """Scores of the normal inputs in ``data``, the description of that data for the manifest, and
+    (images) per input the maximum of its returned anomaly map, the statistic of ``map=mask``.
 
     Tabular: one ``.csv`` / ``.npz``; rows labelled 1 (``y`` of an npz, or ``--label-column``) are
     dropped, since only normal data may calibrate. Images: files or folders of good images.
     """
     manifest = bundle.manifest
+    maxima: list[np.ndarray] | None = None
     if manifest.kind == "tabular":
         if len(data) != 1:
             raise InputError("--data", "a tabular bundle takes one .csv or .npz file")
@@ -61,9 +65,13 @@ def calibration_scores(bundle: Bundle, data: list[str], label_column: str | None
     else:
         files = image_files(data)
         scores = []
+        maxima = [] if manifest.has_anomaly_map else None
         for start in range(0, len(files), 16):
             batch = np.stack([read_image(path, manifest) for path in files[start : start + 16]])
-            scores.append(bundle.score_images(batch).score)
+            outputs = bundle.score_images(batch)
+            scores.append(outputs.score)
+            if maxima is not None and outputs.anomaly_map is not None:
+                maxima.append(map_maxima(outputs.anomaly_map))  # the map as the service returns it
         listing = np.array([f"{path.name}:{path.stat().st_size}" for path in files])
         described = {"fingerprint": fingerprint_array(listing), "rows": len(files), "source": ", ".join(data)}
         split = f"good images in {', '.join(data)}"
@@ -73,7 +81,11 @@ def calibration_scores(bundle: Bundle, data: list[str], label_column: str | None
     bad = int((~np.isfinite(values)).sum())
     if bad:
         raise InputError("--data", f"{bad} of {values.size} calibration inputs got a non-finite score")
-    return values, {"split": split, "data": described}
+    map_max = np.concatenate(maxima) if maxima else None
+    if map_max is not None and not np.isfinite(map_max).all():
+        bad = int((~np.isfinite(map_max)).sum())
+        raise InputError("--data", f"{bad} of {map_max.size} calibration images got a non-finite anomaly map")
+    return values, {"split": split, "data": described}, map_max
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -95,9 +107,10 @@ def calibrate_bundle(
     """Recalibrate ``bundle_dir`` on the normal data ``data``; returns the new manifest."""
     source_dir = Path(bundle_dir).resolve()
     bundle = load_bundle(source_dir, device="cpu", threads=1)
-    values, described = calibration_scores(bundle, data, label_column)
+    values, described, maxima = calibration_scores(bundle, data, label_column)
     try:
         scores = sorted_scores(values)
+        map_max = sorted_scores(maxima) if maxima is not None else None
     except CalibrationError as error:
         raise InputError("--data", str(error)) from error
     manifest = json.loads((source_dir / MANIFEST_FILE).read_text())
@@ -108,7 +121,9 @@ def calibrate_bundle(
     created = utc_now()
     target = Path(out).resolve() if out is not None else source_dir
     if target == source_dir:
-        add_calibration(manifest, source_dir, scores, described, created, default_fpr, law=law)
+        add_calibration(
+            manifest, source_dir, scores, described, created, default_fpr, law=law, map_max=map_max
+        )
         _finish_manifest(manifest, bundle, created)
         old = [p for p in source_dir.iterdir() if CALIBRATION_FILE_PATTERN.fullmatch(p.name)]
         _write_atomic(source_dir / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
@@ -124,7 +139,7 @@ def calibrate_bundle(
         for name in manifest["files"]:
             if not CALIBRATION_FILE_PATTERN.fullmatch(name):
                 shutil.copy2(source_dir / name, staging / name)
-        add_calibration(manifest, staging, scores, described, created, default_fpr, law=law)
+        add_calibration(manifest, staging, scores, described, created, default_fpr, law=law, map_max=map_max)
         manifest["name"] = target.name
         _finish_manifest(manifest, bundle, created)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -12,7 +12,8 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "calibrate",
         help="recalibrate a bundle's p-values on new normal data, without retraining",
         description="Score normal data with the bundle (the service's loader and decoding) and write a new "
-        "bundle version whose conformal calibration are those scores (docs/calibration.md). "
+        "bundle version whose conformal calibration are those scores (docs/calibration.md); for "
+        "images also the maxima of the returned anomaly maps, which map=mask is cut from. "
         "Without --out the bundle is updated in place, atomically: a served bundle is hot-reloaded.",
         epilog="example:\n  usfad calibrate bundles/cardio-usflow --data ../shared/data/adbench/6_cardio.npz",
     )

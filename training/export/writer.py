@@ -20,7 +20,7 @@ from torch import nn
 
 from service.calibration import DEFAULT_FPR, calibration_file, calibration_section, conformal_threshold
 from service.contract import ContractError, check_input, check_manifest, check_threshold
-from training.calibration import analytic_entry, analytic_law, read_run_calibration
+from training.calibration import analytic_entry, analytic_law, read_run_calibration, read_run_map_maxima
 from training.export.graphs import ONNX_OPSET, export_onnx, save_torchscript, trace_scorer
 from training.export.manifest import (
     MANIFEST_FILE,
@@ -137,14 +137,17 @@ def add_calibration(
     created: str,
     default_fpr: float = DEFAULT_FPR,
     law: dict[str, Any] | None = None,
+    map_max: np.ndarray | None = None,
 ) -> None:
     """Write ``scores`` as the bundle's calibration file and record it in ``manifest`` (in place).
 
     ``source`` is the run (or, for ``usfad calibrate``, the calibration data's description with
     ``split`` and ``data``); the χ² law of tabular flows is ``law`` or comes from the run's config.
+    ``map_max`` (image bundles): the sorted maxima of the same inputs' returned anomaly maps, the
+    statistic ``map=mask`` is calibrated on (``calibration.mask`` in the manifest).
     """
     entry = source.get("calibration") or source
-    file_name, data = calibration_file(scores)
+    file_name, data = calibration_file(scores, map_max)
     # Through a temporary file and os.replace: a served bundle never shows a half-written file.
     handle, temporary = tempfile.mkstemp(prefix=f".{file_name}.", dir=folder)
     with os.fdopen(handle, "wb") as stream:
@@ -164,6 +167,7 @@ def add_calibration(
         created,
         analytic_entry(law, scores),
         default_fpr,
+        map_max,
     )
     manifest["calibration"] = section
     previous = manifest.get("threshold") or {}
@@ -237,7 +241,8 @@ def export_bundle(
             manifest = build_manifest(run, bundle_name, files, created, opset, parity)
             calibration = read_run_calibration(run_dir, run)
             if calibration is not None:
-                add_calibration(manifest, staging, calibration, run, created, default_fpr)
+                map_max = read_run_map_maxima(run_dir, run) if run["kind"] == "image" else None
+                add_calibration(manifest, staging, calibration, run, created, default_fpr, map_max=map_max)
                 check_manifest(manifest)
         except ContractError as error:
             # The loader would refuse this bundle; never write it.

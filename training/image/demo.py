@@ -79,6 +79,21 @@ def write_demo_dataset(
     return category
 
 
+def write_demo_goods(folder: str | Path, count: int, seed: int) -> list[Path]:
+    """``count`` more defect-free parts as PNGs in ``folder`` (e.g. good images to calibrate on).
+
+    Drawn from the demo's distribution with their own ``seed`` (the category uses seed 0), so
+    they are fresh normal data, exchangeable with the category's good images.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 1])
+    paths = [folder / f"good-{seed}-{index:04d}.png" for index in range(count)]
+    for path in paths:
+        Image.fromarray(_part(rng)).save(path)
+    return paths
+
+
 def train_demo_image_run(out_dir: str | Path, data_root: str | Path | None = None) -> Path:
     """Train a small FastFlow-USF on the demo category (about a minute on a CPU); returns the run dir.
 

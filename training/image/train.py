@@ -327,7 +327,12 @@ def train_image_run(
 
     val_scores, val_nll, _ = predict_features(detector, [f[n_train:] for f in features])
     features.clear()  # free the cached training features before scoring the test set
-    cal_scores = predict_features(detector, cal_features)[0] if cal_paths else torch.zeros(0)
+    # Calibration: the image scores and, for map=mask, the maxima of the returned (smoothed) maps.
+    cal_scores, cal_map_max = torch.zeros(0), torch.zeros(0)
+    if cal_paths:
+        cal_scores, _, cal_maps = predict_features(detector, cal_features)
+        cal_map_max = cal_maps.flatten(1).amax(dim=1)
+        del cal_maps
     cal_features.clear()
     finite = val_scores[torch.isfinite(val_scores)]
     threshold = float(torch.quantile(finite, THRESHOLD_QUANTILE)) if finite.numel() else math.nan
@@ -403,7 +408,9 @@ def train_image_run(
         run.extra["calibration"] = write_run_calibration(
             out_dir,
             cal_scores.numpy(),
-            {
+            map_max=cal_map_max.numpy(),
+            images=[os.path.relpath(path, category.root) for path in cal_paths],
+            data={
                 "split": f"{settings.calibration_fraction:.0%} of the good training images held out "
                 "(seen neither by the fit nor by early stopping)",
                 "data": {
