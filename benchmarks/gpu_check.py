@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime as ort
 
-    from service.bundle import BundleError, load_bundle
+    from service.bundle import load_bundle
+    from service.errors import BundleError
 
     providers = ort.get_available_providers()
     print(f"onnxruntime {ort.__version__}, providers {providers}, device {ort.get_device()}")

@@ -23,9 +23,9 @@ except ImportError as missing:  # neither extra installed: say which to install
     ) from missing
 
 from service.analytic import analytic_p_values
-from service.calibration import CalibrationError, p_values, read_calibration_file, read_map_maxima
+from service.calibration import p_values, read_calibration_file, read_map_maxima
 from service.contract import ONNX_FILE
-from service.errors import BundleError, InputError
+from service.errors import BundleError, CalibrationError, InputError
 from service.inputs import validate_image_batch, validate_tabular_rows
 from service.manifest import Manifest, read_manifest, validate_model_name, verify_files
 
@@ -33,17 +33,10 @@ LOG = logging.getLogger("usfad.bundle")
 
 __all__ = [
     "Bundle",
-    "BundleError",
-    "InputError",
-    "Manifest",
     "ScoreOutputs",
     "choose_providers",
     "load_bundle",
     "open_session",
-    "read_manifest",
-    "validate_image_batch",
-    "validate_model_name",
-    "validate_tabular_rows",
 ]
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 
 from service.contract import MASK_STATISTICS
+from service.errors import CalibrationError
 
 DEFAULT_FPR = 0.01
 DRIFT_LEVELS = (0.01, 0.05)
@@ -36,9 +37,6 @@ MASK_STATISTIC = MASK_STATISTICS[0]
 # Decisions compare p ≤ fpr; a relative slack absorbs the rounding of (1 + k) / (n + 1).
 _SLACK = 1e-9
 
-
-class CalibrationError(ValueError):
-    """Calibration data that cannot be used (too few, non-finite, malformed)."""
 
 
 def min_fpr(n: int) -> float:

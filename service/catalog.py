@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from service.contract import is_valid_name
-from service.errors import BundleError, InputError, ModelNotFound
+from service.errors import BundleError, ModelNotFound
 from service.manifest import (
     Manifest,
     bundle_signature,
@@ -166,4 +166,4 @@ class BundleCatalog(_Scanned["Bundle"]):  # noqa: F821 - imported lazily to keep
         )
 
 
-__all__ = ["BundleCatalog", "InputError", "ManifestCatalog", "ModelNotFound", "bundle_dirs"]
+__all__ = ["BundleCatalog", "ManifestCatalog", "bundle_dirs"]

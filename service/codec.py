@@ -13,12 +13,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.errors import CodecError
+
 _LENGTH = struct.Struct("<I")
 _ALLOWED_DTYPES = {"float32", "uint8", "float64", "int64"}
 
-
-class CodecError(ValueError):
-    """A message on the queue is not in the expected format."""
 
 
 def encode(fields: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:

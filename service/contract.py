@@ -5,7 +5,7 @@ and checks it here before writing it, and the loader (``service/manifest.py``) c
 reads here, so a bundle that exports always loads. It imports neither torch nor onnxruntime
 (the service imports it; ``training`` may, ``service`` never imports ``training``).
 
-Checks raise :class:`ContractError` naming the key; each side wraps it in its own error
+Checks raise :class:`service.errors.ContractError` naming the key; each side wraps it in its own error
 (``BundleError`` in the loader, ``ExportError`` in the writer).
 
 Extending the manifest: write a checker ``(data) -> None`` for the new key (an optional key is
@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from service.errors import ContractError
 
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
@@ -45,9 +47,6 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # load, and ``map=mask`` at a rate is refused for them.
 MASK_STATISTICS = ("anomaly_map_max",)
 
-
-class ContractError(ValueError):
-    """A manifest or name breaks the contract; the message names the key."""
 
 
 def is_valid_name(name: object) -> bool:

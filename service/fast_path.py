@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.errors import ClientDisconnected
 from service.http_errors import exception_response
 from service.scoring import new_request_id
 from service.settings import Settings
@@ -71,7 +72,3 @@ async def _body(receive: Receive) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-class ClientDisconnected(Exception):
-    """The client went away before its body arrived (nothing to answer)."""

@@ -14,10 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import InputError, ModelNotFound
-from service.middleware import BodyTooLarge
-from service.queue import QueueFull, QueueUnavailable
-from service.scoring import ServiceError
+from service.errors import BodyTooLarge, InputError, ModelNotFound, QueueFull, QueueUnavailable, ServiceError
 from service.settings import Settings
 
 LOG = logging.getLogger("usfad.api")

@@ -10,15 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.contract import (
-    MANIFEST_FILE,
-    NAME_RULE,
-    ContractError,
-    check_manifest,
-    is_valid_name,
-    sha256_file,
-)
-from service.errors import BundleError, InputError
+from service.contract import MANIFEST_FILE, NAME_RULE, check_manifest, is_valid_name, sha256_file
+from service.errors import BundleError, ContractError, InputError
 
 
 def validate_model_name(name: object, field_name: str = "model") -> str:

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from service.calibration import CalibrationError, map_cut, read_map_maxima
-from service.errors import InputError
+from service.calibration import map_cut, read_map_maxima
+from service.errors import CalibrationError, InputError
 from service.manifest import Manifest
 from service.schemas import MapFormat
 

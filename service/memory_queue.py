@@ -15,7 +15,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from service.queue import Delivery, Job, QueueFull, Result, await_or_none
+from service.errors import QueueFull
+from service.queue import Delivery, Job, Result, await_or_none
 
 
 @dataclass

@@ -9,15 +9,15 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import BodyTooLarge
 from service.metrics import ApiMetrics
+
+OPEN_PATHS = ("/health/live", "/health/ready")  # answered without a bearer token
 
 
 def _error_body(message: str, field: str | None = None) -> bytes:
     return json.dumps({"error": {"field": field, "message": message}, "request_id": None}).encode()
 
-
-class BodyTooLarge(Exception):
-    """Raised inside ``receive`` when a streamed body passes the limit."""
 
 
 class BodySizeLimit:
@@ -138,7 +138,7 @@ class BearerAuth:
         app: ASGIApp,
         tokens: tuple[str, ...],
         metrics_tokens: tuple[str, ...] = (),
-        open_paths: tuple[str, ...] = ("/health/live", "/health/ready"),
+        open_paths: tuple[str, ...] = OPEN_PATHS,
     ) -> None:
         self.app = app
         self.tokens = tuple(token.encode() for token in tokens)

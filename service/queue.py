@@ -16,14 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from service import codec
-
-
-class QueueFull(RuntimeError):
-    """The model's queue holds ``max_depth`` entries already (answer 429 with Retry-After)."""
-
-
-class QueueUnavailable(RuntimeError):
-    """The queue backend (Redis) does not answer (answer 503 with Retry-After)."""
+from service.errors import CodecError, QueueUnavailable
 
 
 @dataclass(frozen=True)
@@ -58,7 +51,7 @@ class Job:
 
     @classmethod
     def from_bytes(cls, message: bytes) -> Job:
-        """Inverse of ``to_bytes``; ``codec.CodecError`` when malformed."""
+        """Inverse of ``to_bytes``; ``CodecError`` when malformed."""
         fields, arrays = codec.decode(message)
         try:
             return cls(
@@ -72,7 +65,7 @@ class Job:
                 maps=bool(fields.get("maps", True)),
             )
         except (KeyError, TypeError, ValueError) as error:
-            raise codec.CodecError(f"malformed job ({error})") from error
+            raise CodecError(f"malformed job ({error})") from error
 
 
 @dataclass(frozen=True)
@@ -213,3 +206,21 @@ async def await_or_none(future: asyncio.Future[Result], timeout_s: float) -> Res
 def _expire(future: asyncio.Future[Result | None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def serving_workers(queue: WorkQueue, max_age_s: float) -> dict[str, list[dict[str, str]]]:
+    """Per model, the live workers that have it loaded: ``{"worker", "version", "device"}`` each.
+
+    From the heartbeats younger than ``max_age_s``; empty when the backend does not answer.
+    """
+    serving: dict[str, list[dict[str, str]]] = {}
+    try:
+        workers = queue.workers(max_age_s)
+    except QueueUnavailable:
+        return serving
+    for beat in workers:
+        for name, version in beat.get("models", {}).items():
+            serving.setdefault(name, []).append(
+                {"worker": beat["worker"], "version": version, "device": beat.get("device", "")}
+            )
+    return serving

@@ -24,8 +24,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.codec import CodecError
-from service.queue import Delivery, Job, QueueFull, QueueUnavailable, Result
+from service.errors import CodecError, QueueFull, QueueUnavailable
+from service.queue import Delivery, Job, Result
 from service.redis_replies import ENQUEUE_SCRIPT, ReplyListener, frame
 
 GROUP = "workers"

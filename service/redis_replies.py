@@ -25,8 +25,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.codec import CodecError
-from service.queue import Job, QueueFull, QueueUnavailable, Result, await_or_none
+from service.errors import CodecError, QueueFull, QueueUnavailable
+from service.queue import Job, Result, await_or_none
 
 LOG = logging.getLogger("usfad.replies")
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)

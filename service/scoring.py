@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.calibration import CalibrationError
 from service.catalog import ManifestCatalog
 from service.drift import DriftMonitor
-from service.errors import InputError
+from service.errors import CalibrationError, InputError, ServiceError
 from service.images import decode_for_model, heatmap_png, open_image, resize_map
 from service.inputs import validate_tabular_rows
 from service.manifest import Manifest, validate_model_name
@@ -27,16 +26,6 @@ from service.schemas import MapFormat
 from service.settings import Settings
 from service.verdict import OVERFLOW_REASON, overflowed
 from service.verdicts import Rule, Verdict, check_rule, decide
-
-
-class ServiceError(Exception):
-    """A non-input failure with its HTTP status (404, 500, 504 …)."""
-
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from service.catalog import BundleCatalog
-from service.errors import InputError
+from service.errors import InputError, QueueUnavailable
 from service.metrics import WorkerMetrics
-from service.queue import Delivery, QueueUnavailable, Result, WorkQueue
+from service.queue import Delivery, Result, WorkQueue
 from service.settings import Settings
 from service.verdict import overflowed
 

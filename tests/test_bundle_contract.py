@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.contract import ContractError, RunRecord, check_manifest, is_valid_name
-from service.errors import BundleError, InputError
+from service.contract import RunRecord, check_manifest, is_valid_name
+from service.errors import BundleError, ContractError, InputError
 from service.manifest import Manifest, read_manifest, validate_model_name
 from training.export.manifest import build_manifest, validate_name
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from service.bundle import BundleError, load_bundle
+from service.bundle import load_bundle
+from service.errors import BundleError
 from tests.conftest import REPO_ROOT
 from tests.export_support import CardioSplit, cardio_split, single_thread, train_tiny_tabular
 from training.cli import main

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.bundle import BundleError, InputError, load_bundle, validate_model_name, validate_tabular_rows
+from service.bundle import load_bundle
 from service.catalog import BundleCatalog
-from service.manifest import read_manifest
+from service.errors import BundleError, InputError
+from service.inputs import validate_tabular_rows
+from service.manifest import read_manifest, validate_model_name
 from tests.service_support import TABULAR_MODEL, cardio_rows, model_dir
 
 pytestmark = pytest.mark.timeout(120)

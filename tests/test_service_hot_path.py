@@ -17,7 +17,7 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 
 from service.bench import _image_bytes, build_request
-from service.codec import CodecError
+from service.errors import CodecError
 from service.redis_replies import frame, unframe
 from service.schemas import TabularRequest
 from service.tabular_request import parse_tabular_request

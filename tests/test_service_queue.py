@@ -16,9 +16,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.catalog import BundleCatalog
+from service.errors import QueueFull
 from service.memory_queue import InProcessQueue
 from service.metrics import WorkerMetrics
-from service.queue import Delivery, Job, QueueFull, Result
+from service.queue import Delivery, Job, Result
 from service.redis_queue import RedisStreamQueue
 from service.settings import BatchPolicy, Settings
 from service.worker import BatchingWorker

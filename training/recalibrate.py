@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from service.bundle import Bundle, load_bundle
-from service.calibration import DEFAULT_FPR, CalibrationError, map_maxima, sorted_scores
+from service.calibration import DEFAULT_FPR, map_maxima, sorted_scores
 from service.contract import CALIBRATION_FILE_PATTERN, MANIFEST_FILE
-from service.errors import InputError
+from service.errors import CalibrationError, InputError
 from training.export.manifest import bundle_version
 from training.export.score_inputs import image_files, read_image, read_tabular_input
 from training.export.writer import add_calibration

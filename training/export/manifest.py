@@ -13,7 +13,6 @@ from service.contract import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     NAME_RULE,
-    ContractError,
     RunRecord,
     bundle_version,
     check_manifest,
@@ -21,6 +20,7 @@ from service.contract import (
     output_names,
     sha256_file,
 )
+from service.errors import ContractError
 
 __all__ = [
     "MANIFEST_FILE",
@@ -40,7 +40,7 @@ def validate_name(name: str) -> str:
     >>> validate_name("cardio..v2")
     Traceback (most recent call last):
     ...
-    service.contract.ContractError: name 'cardio..v2' is not a valid bundle name: use 1-64 ...
+    service.errors.ContractError: name 'cardio..v2' is not a valid bundle name: use 1-64 ...
     """
     if not is_valid_name(name):
         raise ContractError(f"name {name!r} is not a valid bundle name: {NAME_RULE}")

@@ -19,7 +19,8 @@ import numpy as np
 from torch import nn
 
 from service.calibration import DEFAULT_FPR, calibration_file, calibration_section, conformal_threshold
-from service.contract import ContractError, check_input, check_manifest, check_threshold
+from service.contract import check_input, check_manifest, check_threshold
+from service.errors import ContractError
 from training.calibration import analytic_entry, analytic_law, read_run_calibration, read_run_map_maxima
 from training.export.graphs import ONNX_OPSET, export_onnx, save_torchscript, trace_scorer
 from training.export.manifest import (
