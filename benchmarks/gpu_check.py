@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime as ort
 
-    from service.bundle import load_bundle
+    from service.bundles.bundle import load_bundle
     from service.errors import BundleError
 
     providers = ort.get_available_providers()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from service.bundle import load_bundle
+from service.bundles.bundle import load_bundle
 from service.calibration import map_cut, map_maxima, score_cut, sorted_scores
 from training.export.writer import export_bundle
 from training.image.demo import train_demo_image_run, write_demo_goods

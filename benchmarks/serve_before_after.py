@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service import bench  # noqa: E402
-from service.bundle import load_bundle  # noqa: E402
+from service.bundles.bundle import load_bundle  # noqa: E402
 
 
 def _measure(executor: Any, args: argparse.Namespace, target: dict[str, Any], spec: Any, level: int) -> dict:
@@ -89,15 +89,7 @@ def main() -> int:
                 row[name]["direct"], row[name]["direct_cpu_ms"] = direct
             rows.append(row)
     finally:
-        if executor is not None:
-            executor.shutdown()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        bench.shut_down(executor, processes)
         if args.spawn == "redis":
             for name in ("before", "after"):
                 bench._delete_keys(args.redis_url, f"usfad-bench-{os.getpid()}{name}")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # heavy imports happen inside the commands
     from prometheus_client import CollectorRegistry
     from starlette.types import ASGIApp
 
-    from service.queue import WorkQueue
+    from service.queue.base import WorkQueue
     from service.worker import BatchingWorker
 
 ARGV_VARIABLE = "USFAD_SERVE_ARGV"  # how ``--api-workers`` processes get the command line
@@ -85,14 +85,14 @@ def build_app(settings: settings_module.Settings) -> ASGIApp:
     registry = CollectorRegistry()
     embedded = None
     if settings.redis_url:
-        from service.redis_queue import RedisStreamQueue
+        from service.queue.redis import RedisStreamQueue
 
         queue = RedisStreamQueue(
             settings.redis_url, settings.queue_prefix, max_connections=settings.api_threads + 16
         )
         mode = f"API on Redis {settings.redis_url} (prefix {settings.queue_prefix!r}), pid {os.getpid()}"
     else:
-        from service.memory_queue import InProcessQueue
+        from service.queue.memory import InProcessQueue
 
         queue = InProcessQueue()
         embedded = make_worker(settings, queue, registry)
@@ -105,7 +105,7 @@ def make_worker(
     settings: settings_module.Settings, queue: WorkQueue, registry: CollectorRegistry
 ) -> BatchingWorker:
     """A ``BatchingWorker`` over ``queue`` with its metrics in ``registry``."""
-    from service.catalog import BundleCatalog
+    from service.bundles.catalog import BundleCatalog
     from service.metrics import WorkerMetrics
     from service.worker import BatchingWorker
 
@@ -128,7 +128,7 @@ def run_worker(settings: settings_module.Settings) -> int:
         return 2
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from service.redis_queue import RedisStreamQueue
+    from service.queue.redis import RedisStreamQueue
 
     registry = CollectorRegistry()
     worker = make_worker(settings, RedisStreamQueue(settings.redis_url, settings.queue_prefix), registry)

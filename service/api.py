@@ -20,14 +20,14 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
-from service.catalog import ManifestCatalog
+from service.bundles.catalog import ManifestCatalog
 from service.dependencies import PixelThreads
 from service.fast_path import TabularFastPath
 from service.http_errors import install_error_handlers
 from service.metrics import ApiMetrics, process_exited
 from service.middleware import BearerAuth, BodySizeLimit, RequestMetrics
 from service.openapi import limits_text, openapi_schema
-from service.queue import WorkQueue
+from service.queue.base import WorkQueue
 from service.routers import health, models, scoring
 from service.scoring import ScoringService
 from service.settings import Settings

@@ -441,12 +441,25 @@ def _level(
     }
 
 
+def shut_down(executor: Any, processes: list[subprocess.Popen]) -> None:
+    """Stop the client pool, then the spawned servers: SIGTERM, SIGKILL after 10 s (each by its id)."""
+    if executor is not None:
+        executor.shutdown()
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark and print the table."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from service.bundle import load_bundle
+    from service.bundles.bundle import load_bundle
 
     bundle = load_bundle(args.model_dir / args.model, device="cpu", threads=args.ort_threads)
     spec = build_request(args, bundle.manifest)
@@ -502,15 +515,7 @@ def main(args: argparse.Namespace) -> int:
             )
         memory = {role: rss_mb(pid) for role, pid in roles.items()}
     finally:
-        if executor is not None:
-            executor.shutdown()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        shut_down(executor, processes)
         if args.spawn == "redis":
             _delete_keys(args.redis_url, f"usfad-bench-{os.getpid()}")
     _print_table(args, spec, bundle.manifest.kind, results, memory)

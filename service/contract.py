@@ -1,7 +1,7 @@
 """The bundle and run contract (docs/contracts.md), written once.
 
 Both sides use this module: the exporter (``training/export/manifest.py``) builds a manifest
-and checks it here before writing it, and the loader (``service/manifest.py``) checks what it
+and checks it here before writing it, and the loader (``service/bundles/manifest.py``) checks what it
 reads here, so a bundle that exports always loads. It imports neither torch nor onnxruntime
 (the service imports it; ``training`` may, ``service`` never imports ``training``).
 

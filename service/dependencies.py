@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -28,9 +28,9 @@ import anyio.to_thread
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
-from service.catalog import ManifestCatalog
+from service.bundles.catalog import ManifestCatalog
 from service.metrics import ApiMetrics
-from service.queue import WorkQueue
+from service.queue.base import WorkQueue
 from service.scoring import ScoringService
 from service.settings import Settings
 
@@ -56,38 +56,20 @@ class PixelThreads:
         return await anyio.to_thread.run_sync(functools.partial(function, *args), limiter=self.limiter)
 
 
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+def _from_state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency returning ``request.app.state.<name>``."""
+
+    async def dependency(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    dependency.__name__ = f"get_{name}"
+    return dependency
 
 
-async def get_queue(request: Request) -> WorkQueue:
-    return request.app.state.queue
-
-
-async def get_catalog(request: Request) -> ManifestCatalog:
-    return request.app.state.catalog
-
-
-async def get_scoring(request: Request) -> ScoringService:
-    return request.app.state.scoring
-
-
-async def get_metrics(request: Request) -> ApiMetrics:
-    return request.app.state.metrics
-
-
-async def get_registry(request: Request) -> CollectorRegistry:
-    return request.app.state.registry
-
-
-async def get_pixels(request: Request) -> PixelThreads:
-    return request.app.state.pixels
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-QueueDep = Annotated[WorkQueue, Depends(get_queue)]
-CatalogDep = Annotated[ManifestCatalog, Depends(get_catalog)]
-ScoringDep = Annotated[ScoringService, Depends(get_scoring)]
-MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
-RegistryDep = Annotated[CollectorRegistry, Depends(get_registry)]
-PixelsDep = Annotated[PixelThreads, Depends(get_pixels)]
+SettingsDep = Annotated[Settings, Depends(_from_state("settings"))]
+QueueDep = Annotated[WorkQueue, Depends(_from_state("queue"))]
+CatalogDep = Annotated[ManifestCatalog, Depends(_from_state("catalog"))]
+ScoringDep = Annotated[ScoringService, Depends(_from_state("scoring"))]
+MetricsDep = Annotated[ApiMetrics, Depends(_from_state("metrics"))]
+RegistryDep = Annotated[CollectorRegistry, Depends(_from_state("registry"))]
+PixelsDep = Annotated[PixelThreads, Depends(_from_state("pixels"))]

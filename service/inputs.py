@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from service.bundles.manifest import Manifest
 from service.errors import InputError
-from service.manifest import Manifest
 
 _NUMBER_TYPES = (int, float)  # ``bool`` is refused on purpose (``True`` is not a measurement)
 

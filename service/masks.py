@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from service.bundles.manifest import Manifest
 from service.calibration import map_cut, read_map_maxima
 from service.errors import CalibrationError, InputError
-from service.manifest import Manifest
 from service.schemas import MapFormat
 
 

@@ -1,4 +1,4 @@
-"""ASGI middleware: body-size limit (before the body is read) and per-request metrics."""
+"""ASGI layers before FastAPI: body-size limit (before the body is read), request metrics, bearer tokens."""
 
 from __future__ import annotations
 
@@ -15,9 +15,14 @@ from service.metrics import ApiMetrics
 OPEN_PATHS = ("/health/live", "/health/ready")  # answered without a bearer token
 
 
-def _error_body(message: str, field: str | None = None) -> bytes:
-    return json.dumps({"error": {"field": field, "message": message}, "request_id": None}).encode()
-
+async def send_error(
+    send: Send, status: int, message: str, field: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """Answer ``status`` in the error shape straight from ASGI (these layers sit before FastAPI)."""
+    body = json.dumps({"error": {"field": field, "message": message}, "request_id": None}).encode()
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodySizeLimit:
@@ -44,7 +49,7 @@ class BodySizeLimit:
             except ValueError:
                 too_large = False
             if too_large:
-                await self._refuse(send, message)
+                await send_error(send, 413, message, "body", ((b"connection", b"close"),))
                 return
         received = 0
         started = False
@@ -68,23 +73,7 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send, message)
-
-    @staticmethod
-    async def _refuse(send: Send, message: str) -> None:
-        body = _error_body(message, "body")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+                await send_error(send, 413, message, "body", ((b"connection", b"close"),))
 
 
 class RequestMetrics:
@@ -162,16 +151,4 @@ class BearerAuth:
             return
         challenge = b'Bearer realm="usfad"' + (b', error="invalid_token"' if header is not None else b"")
         message = "a valid bearer token is required (Authorization: Bearer <token>)"
-        body = _error_body(message, "authorization")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", challenge),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 401, message, "authorization", ((b"www-authenticate", challenge),))

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.catalog import ManifestCatalog
+from service.bundles.catalog import ManifestCatalog
 from service.contract import NAME_PATTERN as MODEL_NAME_PATTERN
 from service.middleware import OPEN_PATHS
 from service.settings import Settings

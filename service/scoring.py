@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.catalog import ManifestCatalog
+from service.bundles.catalog import ManifestCatalog
+from service.bundles.manifest import Manifest, validate_model_name
 from service.drift import DriftMonitor
 from service.errors import CalibrationError, InputError, ServiceError
 from service.images import decode_for_model, heatmap_png, open_image, resize_map
 from service.inputs import validate_tabular_rows
-from service.manifest import Manifest, validate_model_name
 from service.masks import CalibrationFiles, check_mask, mask_answer
 from service.metrics import ApiMetrics
-from service.queue import Job, Result, WorkQueue
+from service.queue.base import Job, Result, WorkQueue
 from service.schemas import MapFormat
 from service.settings import Settings
 from service.verdict import OVERFLOW_REASON, overflowed
@@ -224,7 +224,7 @@ class ScoringService:
         originals = []
         resized = []
         for index, upload in enumerate(uploads):
-            original, pixels = decode_for_model(  # in at most IMAGE_THREADS threads (service.api)
+            original, pixels = decode_for_model(  # in at most IMAGE_THREADS threads (service.dependencies)
                 upload.data,
                 manifest.color_mode,
                 height,

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from service.catalog import BundleCatalog
+from service.bundles.catalog import BundleCatalog
 from service.errors import InputError, QueueUnavailable
 from service.metrics import WorkerMetrics
-from service.queue import Delivery, Result, WorkQueue
+from service.queue.base import Delivery, Result, WorkQueue
 from service.settings import Settings
 from service.verdict import overflowed
 

@@ -9,9 +9,13 @@ so CI cannot pass without having run them.
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import torch
 
@@ -57,6 +61,36 @@ def _deterministic_torch() -> None:
     # One intra-op thread: the tiny test models gain nothing from more, and on a loaded machine
     # OpenMP threads waiting for each other made them 40x slower.
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def serve_embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., tuple[str, Any]]]:
+    """Start the service in embedded mode (API, in-process queue, one worker) on a model folder.
+
+    ``serve_embedded(models, module="training.cli", **env)`` runs ``python -m <module> serve``
+    (``usfad serve``, or ``service`` itself) on a free port with ``env`` (``USFAD_*`` variables)
+    added to one ONNX Runtime / OpenMP thread, and returns ``(url, process)`` once
+    ``/health/ready`` answers 200. Every service it started stops when the module's tests end.
+    """
+    from tests.service_support import ServiceProcess, free_port, wait_until  # it imports this file
+
+    started: list[ServiceProcess] = []
+
+    def start(models: Path, module: str = "training.cli", **env: str) -> tuple[str, ServiceProcess]:
+        port = free_port()
+        argv = [sys.executable, "-m", module, "serve", "--model-dir", str(models), "--port", str(port)]
+        variables = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "USFAD_ORT_THREADS": "1", **env}
+        process = ServiceProcess(argv, variables, tmp_path_factory.mktemp("serve") / "serve.log")
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{url}/health/ready", timeout=2).status_code == 200, 90, f"{url} ready")
+        return url, process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop()
 
 
 @pytest.fixture(scope="session")

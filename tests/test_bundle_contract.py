@@ -1,7 +1,7 @@
 """The bundle contract is written once (``service.contract``): the writer and the loader agree.
 
 Property tests (hypothesis) over runs the exporter may meet: whatever ``build_manifest``
-writes, ``service.manifest.read_manifest`` loads from disk; whatever the loader refuses, the
+writes, ``service.bundles.manifest.read_manifest`` loads from disk; whatever the loader refuses, the
 writer refuses too. No torch: the manifest code is torch-free.
 """
 
@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.bundles.manifest import Manifest, read_manifest, validate_model_name
 from service.contract import RunRecord, check_manifest, is_valid_name
 from service.errors import BundleError, ContractError, InputError
-from service.manifest import Manifest, read_manifest, validate_model_name
 from training.export.manifest import build_manifest, validate_name
 
 DIGEST = "ab" * 32

@@ -13,7 +13,6 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from service.bundle import load_bundle
+from service.bundles.bundle import load_bundle
 from service.calibration import (
     CalibrationError,
     benjamini_hochberg,
@@ -44,10 +43,8 @@ from tests.service_support import (
     IMAGE_MODEL,
     REPO_ROOT,
     TABULAR_MODEL,
-    ServiceProcess,
     cardio_rows,
     copy_model_dir,
-    free_port,
     metric_value,
     tile_images,
     wait_until,
@@ -192,24 +189,10 @@ def test_every_exported_bundle_carries_its_calibration_checksummed(tmp_path: Pat
 
 # -- the service, through real HTTP -----------------------------------------------------------
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    port = free_port()
+def served(serve_embedded, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     models = copy_model_dir(tmp_path_factory.mktemp("calibration-models") / "bundles")
-    argv = [sys.executable, "-m", "training.cli", "serve", "--model-dir", str(models), "--port", str(port)]
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "OMP_NUM_THREADS": "1",
-        "USFAD_ORT_THREADS": "1",
-        "USFAD_MAX_DELAY_MS": "2",
-        "USFAD_RELOAD_INTERVAL_S": "0.2",
-    }
-    process = ServiceProcess(argv, env, tmp_path_factory.mktemp("calibration-serve") / "serve.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{url}/health/ready", timeout=2).status_code == 200, 90, "ready")
-        yield url, models
-    finally:
-        process.stop()
+    url, _ = serve_embedded(models, USFAD_MAX_DELAY_MS="2", USFAD_RELOAD_INTERVAL_S="0.2")
+    return url, models
 
 
 def _tabular(url: str, **fields) -> httpx.Response:

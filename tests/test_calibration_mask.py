@@ -24,7 +24,6 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +34,9 @@ import torch
 from PIL import Image
 from scipy.stats import betabinom
 
-from service.bundle import load_bundle
+from service.bundles.bundle import load_bundle
 from service.calibration import calibration_file, map_cut, min_fpr, score_cut
-from tests.service_support import REPO_ROOT, ServiceProcess, free_port, wait_until
+from tests.service_support import REPO_ROOT, wait_until
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(600)]
 
@@ -77,7 +76,7 @@ def _strip_map_maxima(bundle_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+def demo(serve_embedded, tmp_path_factory: pytest.TempPathFactory) -> Demo:
     from training.export.writer import export_bundle
     from training.image.demo import train_demo_image_run, write_demo_goods
 
@@ -92,27 +91,25 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     write_demo_goods(calibrate_dir, N_CALIBRATE, seed=1)
     held_out = write_demo_goods(root / "held-out", N_HELD_OUT, seed=2)
 
-    port = free_port()
-    argv = [sys.executable, "-m", "training.cli", "serve", "--model-dir", str(models), "--port", str(port)]
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "OMP_NUM_THREADS": "1",
-        "USFAD_ORT_THREADS": "1",
-        "USFAD_MAX_DELAY_MS": "2",
-        "USFAD_RELOAD_INTERVAL_S": "0.2",
-    }
-    process = ServiceProcess(argv, env, root / "serve.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{url}/health/ready", timeout=2).status_code == 200, 90, "ready")
-        yield Demo(url, run_dir, models, calibrate_dir, held_out, root / "data")
-    finally:
-        process.stop()
+    url, _ = serve_embedded(models, USFAD_MAX_DELAY_MS="2", USFAD_RELOAD_INTERVAL_S="0.2")
+    return Demo(url, run_dir, models, calibrate_dir, held_out, root / "data")
 
 
 def _post(url: str, paths: list[Path], model: str = MODEL, **params: object) -> httpx.Response:
     files = [("images", (path.name, path.read_bytes(), "image/png")) for path in paths]
     return httpx.post(f"{url}/score/image", params={"model": model, **params}, files=files, timeout=120)
+
+
+def _calibrate(bundle_dir: Path, data: list[Path], timeout_s: float) -> None:
+    """``usfad calibrate BUNDLE_DIR --data ...`` in place, as a user runs it; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "training.cli", "calibrate", str(bundle_dir), "--data", *map(str, data)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=REPO_ROOT,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def _results(url: str, paths: list[Path], **params: object) -> list[dict]:
@@ -183,15 +180,7 @@ def test_a_bundle_without_maxima_loads_refuses_a_mask_rate_and_gains_it_by_calib
     assert raw.status_code == 200 and raw.json()["results"][0]["anomaly_map"]["cut"] == -0.5
 
     before = json.loads((demo.models / OLD_MODEL / "manifest.json").read_text())["version"]
-    done = subprocess.run(
-        [sys.executable, "-m", "training.cli", "calibrate", str(demo.models / OLD_MODEL)]
-        + ["--data", *map(str, sorted(demo.calibrate_dir.glob("*.png"))[:19])],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=REPO_ROOT,
-    )
-    assert done.returncode == 0, done.stderr
+    _calibrate(demo.models / OLD_MODEL, sorted(demo.calibrate_dir.glob("*.png"))[:19], timeout_s=240)
     bundle = load_bundle(demo.models / OLD_MODEL, device="cpu", threads=1)
     assert bundle.map_max is not None and bundle.map_max.size == 19 and bundle.version != before
     wait_until(lambda: _post(demo.url, paths, model=OLD_MODEL, map="mask").status_code == 200, 20, "reload")
@@ -202,15 +191,7 @@ def test_the_mask_rate_on_held_out_good_images_after_recalibration(demo: Demo) -
     paths = _calibration_images(demo)[:1]
     fpr = min_fpr(7)  # certifiable before (n = 7) and after
     old_cut = _post(demo.url, paths, map="mask", fpr=fpr).json()["results"][0]["anomaly_map"]["cut"]
-    done = subprocess.run(
-        [sys.executable, "-m", "training.cli", "calibrate", str(demo.models / MODEL)]
-        + ["--data", str(demo.calibrate_dir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-    )
-    assert done.returncode == 0, done.stderr
+    _calibrate(demo.models / MODEL, [demo.calibrate_dir], timeout_s=300)
     bundle = load_bundle(demo.models / MODEL, device="cpu", threads=1)
     assert bundle.manifest.calibration["n"] == bundle.map_max.size == N_CALIBRATE
     wait_until(lambda: _post(demo.url, paths).json()["version"] == bundle.version, 20, "recalibrated version")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import redis
 
-from service.bundle import load_bundle
+from service.bundles.bundle import load_bundle
 from tests.chaos_support import load, pending_of, service_stack
 from tests.service_support import (
     TABULAR_MODEL,

@@ -27,7 +27,7 @@ ENTRY = "service.__main__"
 NOT_IN_IMAGE = {
     # the API image serves with Redis only (`serve` with USFAD_REDIS_URL); the embedded mode's
     # in-process worker needs onnxruntime and lives in the worker image
-    "api": {"service.bundle": "onnxruntime is the worker's", "service.bench": "a client tool"},
+    "api": {"service.bundles.bundle": "onnxruntime is the worker's", "service.bench": "a client tool"},
     "worker": {
         "service.api": "the HTTP API",
         "service.bench": "a client tool",

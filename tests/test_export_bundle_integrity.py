@@ -1,6 +1,6 @@
 """Bundles are refused when changed after export; exports refuse bad names, runs and folders.
 
-Every refusal goes through the real loader (``service.bundle.load_bundle``, which ``usfad
+Every refusal goes through the real loader (``service.bundles.bundle.load_bundle``, which ``usfad
 score`` and the service share) or the real ``usfad`` CLI, and must name what is wrong.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.bundle import load_bundle
+from service.bundles.bundle import load_bundle
 from service.errors import BundleError
 from tests.conftest import REPO_ROOT
 from tests.export_support import CardioSplit, cardio_split, single_thread, train_tiny_tabular
@@ -117,7 +117,7 @@ def test_manifest_listing_an_absent_unknown_file_is_refused(bundle: Path) -> Non
 def test_loading_and_scoring_a_bundle_never_imports_torch(bundle: Path) -> None:
     script = (
         "import sys, numpy as np\n"
-        "from service.bundle import load_bundle\n"
+        "from service.bundles.bundle import load_bundle\n"
         f"b = load_bundle({str(bundle)!r}, device='cpu')\n"
         "out = b.score_tabular(np.zeros((3, b.manifest.features), dtype=np.float32))\n"
         "assert out.score.shape == (3,)\n"

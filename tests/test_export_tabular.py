@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.bundle import load_bundle
+from service.bundles.bundle import load_bundle
 from tests.export_support import TINY_TABULAR, CardioSplit, cardio_split, single_thread, train_tiny_tabular
 from training.cli import main
 from training.export.manifest import sha256_file

@@ -8,19 +8,14 @@ ever reaches the log.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from tests.service_support import (
     TABULAR_MODEL,
     ServiceProcess,
-    free_port,
     metric_value,
     model_dir,
-    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -30,24 +25,9 @@ ROW = {"model": TABULAR_MODEL, "rows": [[1.0] * 21]}
 
 
 @pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ServiceProcess]]:
-    port = free_port()
-    argv = [sys.executable, "-m", "service", "serve", "--model-dir", str(model_dir()), "--port", str(port)]
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "OMP_NUM_THREADS": "1",
-        "USFAD_ORT_THREADS": "1",
-        "USFAD_API_TOKEN": f" {TOKENS[0]}, {TOKENS[1]} ",
-        "USFAD_METRICS_TOKEN": METRICS_TOKEN,
-    }
-    process = ServiceProcess(argv, env, tmp_path_factory.mktemp("auth") / "serve.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        ready = f"{url}/health/ready"
-        wait_until(lambda: httpx.get(ready, timeout=2).status_code == 200, 90, "guarded service ready")
-        yield url, process
-    finally:
-        process.stop()
+def guarded(serve_embedded) -> tuple[str, ServiceProcess]:
+    tokens = f" {TOKENS[0]}, {TOKENS[1]} "
+    return serve_embedded(model_dir(), "service", USFAD_API_TOKEN=tokens, USFAD_METRICS_TOKEN=METRICS_TOKEN)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.bundle import load_bundle
-from service.catalog import BundleCatalog
+from service.bundles.bundle import load_bundle
+from service.bundles.catalog import BundleCatalog
+from service.bundles.manifest import read_manifest, validate_model_name
 from service.errors import BundleError, InputError
 from service.inputs import validate_tabular_rows
-from service.manifest import read_manifest, validate_model_name
 from tests.service_support import TABULAR_MODEL, cardio_rows, model_dir
 
 pytestmark = pytest.mark.timeout(120)

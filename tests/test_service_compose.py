@@ -140,7 +140,7 @@ def test_images_hold_only_the_service_and_never_torch(image: str) -> None:
     ]
     copies = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
     assert copies == [f"docker/requirements-{image}.txt", "service/"]
-    assert "orjson" in requirements  # service/codec.py needs it in both images
+    assert "orjson" in requirements  # service/queue/codec.py needs it in both images
     assert not {"torch", "torchvision", "anomalib", "timm"} & set(requirements)
     instructions = "\n".join(line for line in dockerfile.splitlines() if not line.startswith("#"))
     assert ("onnxruntime" in instructions) == (image == "worker")

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from service.bundle import choose_providers, open_session
+from service.bundles.bundle import choose_providers, open_session
 from service.errors import BundleError
 
 pytestmark = pytest.mark.timeout(60)

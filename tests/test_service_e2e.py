@@ -367,9 +367,9 @@ def test_full_queue_gives_429_at_once_and_the_deadline_gives_504(tmp_path: Path)
             target=lambda: first.update(r=httpx.post(f"{url}/score/tabular", json=body))
         )
         waiting.start()
-        wait_until(
-            lambda: "usfad_queue_depth{" in httpx.get(f"{url}/metrics").text, 5, "first request queued"
-        )
+        # Each scrape sets the depth from Redis, so this waits until the first job is in the stream.
+        queued = f'usfad_queue_depth{{model="{TABULAR_MODEL}"}} 1.0'
+        wait_until(lambda: queued in httpx.get(f"{url}/metrics").text, 5, "first request queued")
         started = time.monotonic()
         second = httpx.post(f"{url}/score/tabular", json=body)
         assert second.status_code == 429 and second.headers["retry-after"] == "1"

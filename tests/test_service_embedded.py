@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from service.bundle import load_bundle
+from service.bundles.bundle import load_bundle
 from service.images import decode_image, resize_for_model
 from tests.service_support import (
     IMAGE_MODEL,
@@ -25,7 +24,6 @@ from tests.service_support import (
     ServiceProcess,
     cardio_rows,
     copy_model_dir,
-    free_port,
     metric_value,
     model_dir,
     post_concurrently,
@@ -37,28 +35,9 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ServiceProcess]]:
-    port = free_port()
-    models = copy_model_dir(
-        tmp_path_factory.mktemp("embedded-models") / "bundles"
-    )  # the reload test edits it
-    argv = [sys.executable, "-m", "training.cli", "serve", "--model-dir", str(models), "--port", str(port)]
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "OMP_NUM_THREADS": "1",
-        "USFAD_ORT_THREADS": "1",
-        "USFAD_MAX_DELAY_MS": "5",
-        "USFAD_RELOAD_INTERVAL_S": "0.2",
-    }
-    process = ServiceProcess(argv, env, tmp_path_factory.mktemp("embedded") / "serve.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: httpx.get(f"{url}/health/ready", timeout=2).status_code == 200, 90, "embedded ready"
-        )
-        yield url, process
-    finally:
-        process.stop()
+def embedded(serve_embedded, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ServiceProcess]:
+    models = copy_model_dir(tmp_path_factory.mktemp("embedded-models") / "bundles")  # reload test edits it
+    return serve_embedded(models, USFAD_MAX_DELAY_MS="5", USFAD_RELOAD_INTERVAL_S="0.2")
 
 
 def test_embedded_tabular_answers_equal_onnx_runtime(embedded) -> None:

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 
 from service.bench import _image_bytes, build_request
 from service.errors import CodecError
-from service.redis_replies import frame, unframe
+from service.queue.redis_replies import frame, unframe
 from service.schemas import TabularRequest
 from service.tabular_request import parse_tabular_request
 

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.catalog import BundleCatalog
+from service.bundles.catalog import BundleCatalog
 from service.errors import QueueFull
-from service.memory_queue import InProcessQueue
 from service.metrics import WorkerMetrics
-from service.queue import Delivery, Job, Result
-from service.redis_queue import RedisStreamQueue
+from service.queue.base import Delivery, Job, Result
+from service.queue.memory import InProcessQueue
+from service.queue.redis import RedisStreamQueue
 from service.settings import BatchPolicy, Settings
 from service.worker import BatchingWorker
 from tests.service_support import (

@@ -70,7 +70,7 @@ def build_tabular(out: Path, seed: int = 0) -> dict[str, Any]:
     # Score the rows never used for training with the served graph (the service's own loader).
     from sklearn.metrics import roc_auc_score
 
-    from service.bundle import load_bundle
+    from service.bundles.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir, device="cpu")
     held_out = np.concatenate([benign[300:], malignant])
@@ -124,7 +124,7 @@ def build_image(out: Path) -> dict[str, Any] | None:
 
 def _image_scores(bundle_dir: Path, paths: list[Path]) -> np.ndarray:
     """Image scores from the exported graph, decoded and resized exactly as the service does."""
-    from service.bundle import load_bundle
+    from service.bundles.bundle import load_bundle
     from service.images import decode_image, resize_for_model
 
     bundle = load_bundle(bundle_dir, device="cpu")
@@ -136,8 +136,8 @@ def _image_scores(bundle_dir: Path, paths: list[Path]) -> np.ndarray:
 
 def cache_is_valid(out: Path) -> bool:
     """Whether ``out`` holds a finished demo whose bundles all pass their checksums."""
+    from service.bundles.manifest import read_manifest, verify_files
     from service.errors import BundleError
-    from service.manifest import read_manifest, verify_files
 
     stamp = out / STAMP_FILE
     if not stamp.is_file():

@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from service.bundle import Bundle, load_bundle
+from service.bundles.bundle import Bundle, load_bundle
 from service.calibration import DEFAULT_FPR, map_maxima, sorted_scores
 from service.contract import CALIBRATION_FILE_PATTERN, MANIFEST_FILE
 from service.errors import CalibrationError, InputError
 from training.export.manifest import bundle_version
 from training.export.score_inputs import image_files, read_image, read_tabular_input
-from training.export.writer import add_calibration
+from training.export.writer import add_calibration, staged_bundle
 from training.runs import fingerprint_array, utc_now
 
 CHUNK = 256
@@ -133,9 +133,7 @@ def calibrate_bundle(
         return manifest
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise InputError("--out", f"{target} exists and is not empty; pass --overwrite to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_bundle(target) as staging:
         for name in manifest["files"]:
             if not CALIBRATION_FILE_PATTERN.fullmatch(name):
                 shutil.copy2(source_dir / name, staging / name)
@@ -143,13 +141,6 @@ def calibrate_bundle(
         manifest["name"] = target.name
         _finish_manifest(manifest, bundle, created)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        staging.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return manifest
 
 

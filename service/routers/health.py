@@ -13,7 +13,7 @@ from service.dependencies import CatalogDep, MetricsDep, QueueDep, RegistryDep, 
 from service.errors import QueueUnavailable
 from service.http_errors import error_response
 from service.metrics import scrape
-from service.queue import serving_workers
+from service.queue.base import serving_workers
 from service.schemas import ErrorResponse
 from service.worker import heavy_modules_loaded
 

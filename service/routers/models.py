@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from service.dependencies import CatalogDep, QueueDep, SettingsDep
-from service.queue import serving_workers
+from service.queue.base import serving_workers
 from service.schemas import ERROR_RESPONSES
 
 router = APIRouter(tags=["models"])

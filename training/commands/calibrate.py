@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from training.commands.bundle_options import add_bundle_output_arguments, default_fpr_error
+
 
 def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     """Add ``calibrate`` (top level) and ``bench calibration``."""
@@ -25,9 +27,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         metavar="NORMAL_DATA",
         help="tabular: one .csv/.npz (rows labelled 1 are dropped); image: good image files or folders",
     )
-    calibrate.add_argument("--out", default=None, metavar="BUNDLE_DIR", help="write a new bundle here")
-    calibrate.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
-    calibrate.add_argument("--default-fpr", type=float, default=0.01, help="the model's default fpr")
+    add_bundle_output_arguments(calibrate, False, "write a new bundle here (default: update BUNDLE_DIR)")
     calibrate.add_argument("--label-column", default=None, help="CSV column with 0/1 labels")
     calibrate.set_defaults(handler=run_calibrate)
 
@@ -51,8 +51,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from service.errors import BundleError, InputError
     from training.recalibrate import calibrate_bundle
 
-    if not 0 < args.default_fpr < 1:
-        print("error: --default-fpr must lie strictly between 0 and 1", file=sys.stderr)
+    if message := default_fpr_error(args.default_fpr):
+        print(f"error: {message}", file=sys.stderr)
         return 2
     from training import progress
 

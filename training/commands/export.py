@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from training.commands.bundle_options import add_bundle_output_arguments, default_fpr_error
+
 
 def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     """Add ``export`` and ``score`` (top level) and ``bench export`` to the ``usfad`` parser."""
@@ -17,16 +19,9 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "(and anomaly_map); manifest.json lists the input spec, threshold and file sha256s.",
     )
     export.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `usfad train`")
-    export.add_argument("--out", required=True, metavar="BUNDLE_DIR", help="bundle folder to write")
+    add_bundle_output_arguments(export, True, "bundle folder to write")
     export.add_argument("--format", default="onnx,torchscript", help="comma-separated: onnx, torchscript")
     export.add_argument("--name", default=None, help="model name (default: the --out folder name)")
-    export.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
-    export.add_argument(
-        "--default-fpr",
-        type=float,
-        default=0.01,
-        help="false-alarm rate the service decides at by default (raised to 1/(n+1) if n cannot certify it)",
-    )
     export.set_defaults(handler=run_export)
 
     score = groups["root"].add_parser(
@@ -74,8 +69,8 @@ def run_export(args: argparse.Namespace) -> int:
     from training.export.writer import ExportError, export_bundle
 
     try:
-        if not 0 < args.default_fpr < 1:
-            raise ExportError("--default-fpr must lie strictly between 0 and 1")
+        if message := default_fpr_error(args.default_fpr):
+            raise ExportError(message)
         with progress.elapsed(f"export {args.run_dir} (trace, ONNX, parity check)"):
             manifest = export_bundle(
                 args.run_dir, args.out, args.format, args.name, args.overwrite, args.default_fpr

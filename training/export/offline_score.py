@@ -1,6 +1,6 @@
 """``usfad score``: score files with a bundle offline, through the service's own loader.
 
-``service.bundle.load_bundle`` verifies the checksums and runs ``model.onnx`` in ONNX
+``service.bundles.bundle.load_bundle`` verifies the checksums and runs ``model.onnx`` in ONNX
 Runtime, so these results are the ones the service returns for the same inputs.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.bundle import Bundle, load_bundle
+from service.bundles.bundle import Bundle, load_bundle
 from service.errors import InputError
 from service.inputs import validate_tabular_rows
 from service.verdict import is_anomaly

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from service.bundles.manifest import Manifest
 from service.errors import InputError
 from service.images import decode_for_model
-from service.manifest import Manifest
 from training.tabular.data import TabularDataError, load_csv
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")

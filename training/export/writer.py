@@ -11,7 +11,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,26 @@ def add_calibration(
     }
 
 
+@contextmanager
+def staged_bundle(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out`` to build a bundle in, moved to ``out`` in one rename.
+
+    The ``with`` body fills it (``manifest.json`` last); when the body ends without an error it
+    replaces ``out``, so the service never sees a half-written bundle. On an error it is removed.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging
+        staging.chmod(0o755)  # mkdtemp makes it owner-only; the service may run as another user
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
 def export_bundle(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -219,9 +240,7 @@ def export_bundle(
     if not isinstance(scorer, nn.Module):
         raise ExportError(f"{run_dir}: family {run.get('family')!r} has no torch scorer to export")
     example = probe_input(run, batch=3)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_bundle(out) as staging:
         traced = trace_scorer(scorer, example)
         if "onnx" in formats:
             export_onnx(traced, example, staging / FORMAT_FILES["onnx"], output_names(run["kind"]))
@@ -249,11 +268,4 @@ def export_bundle(
             # The loader would refuse this bundle; never write it.
             raise ExportError(f"{run_dir}: {error}") from error
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        staging.chmod(0o755)  # mkdtemp makes it owner-only; the service may run as another user
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return manifest

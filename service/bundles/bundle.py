@@ -23,11 +23,11 @@ except ImportError as missing:  # neither extra installed: say which to install
     ) from missing
 
 from service.analytic import analytic_p_values
+from service.bundles.manifest import Manifest, read_manifest, validate_model_name, verify_files
 from service.calibration import p_values, read_calibration_file, read_map_maxima
 from service.contract import ONNX_FILE
 from service.errors import BundleError, CalibrationError, InputError
 from service.inputs import validate_image_batch, validate_tabular_rows
-from service.manifest import Manifest, read_manifest, validate_model_name, verify_files
 
 LOG = logging.getLogger("usfad.bundle")
 

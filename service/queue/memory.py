@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.errors import QueueFull
-from service.queue import Delivery, Job, Result, await_or_none
+from service.queue.base import Delivery, Job, Result, await_or_none
 
 
 @dataclass

@@ -7,7 +7,7 @@ progress), which the API checks atomically on enqueue.
 
 Replies: a job names its API process's channel ``replies:<api instance>``; the worker publishes
 the result there (after ``SET result NX``), and one listener task per API process hands each
-result to the request waiting for it (``service.redis_replies``), so a waiting request holds no
+result to the request waiting for it (``service.queue.redis_replies``), so a waiting request holds no
 Redis connection. Jobs without a channel (tools, tests) get a copy in the list ``reply:<id>``
 for a blocking ``BLPOP``."""
 
@@ -25,15 +25,15 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.errors import CodecError, QueueFull, QueueUnavailable
-from service.queue import Delivery, Job, Result
-from service.redis_replies import ENQUEUE_SCRIPT, ReplyListener, frame
+from service.queue.base import Delivery, Job, Result
+from service.queue.redis_replies import ENQUEUE_SCRIPT, ReplyListener, frame
 
 GROUP = "workers"
 T = TypeVar("T")
 
 # One script per batch: for each job, store its result (first result wins: ``SET NX``); then
 # send each API process ONE message with all of its stored results (length-framed, see
-# ``service.redis_replies.unframe``), jobs without a channel get the list ``reply:<id>``; only
+# ``service.queue.redis_replies.unframe``), jobs without a channel get the list ``reply:<id>``; only
 # then acknowledge and delete every entry. KEYS per job: result key, reply list, stream.
 # ARGV: ttl, group, then per job: framed result ('' = acknowledge only), channel ('' = reply
 # list), entry id ('' = nothing to acknowledge). Returns 1/0 per job: whether it stored.

@@ -14,15 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from service.contract import is_valid_name
-from service.errors import BundleError, ModelNotFound
-from service.manifest import (
+from service.bundles.manifest import (
     Manifest,
     bundle_signature,
     read_manifest,
     validate_model_name,
     verify_files,
 )
+from service.contract import is_valid_name
+from service.errors import BundleError, ModelNotFound
 
 LOG = logging.getLogger("usfad.catalog")
 T = TypeVar("T")
@@ -155,7 +155,7 @@ class BundleCatalog(_Scanned["Bundle"]):  # noqa: F821 - imported lazily to keep
         interval_s: float = 2.0,
         on_failure: Callable[[str, Exception], None] | None = None,
     ) -> None:
-        from service.bundle import load_bundle
+        from service.bundles.bundle import load_bundle
 
         super().__init__(
             model_dir,

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service import codec
 from service.errors import CodecError, QueueUnavailable
+from service.queue import codec
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Job:
     maps: bool = True  # whether the answer needs the anomaly maps (``map=none``: the worker drops them)
 
     def to_bytes(self) -> bytes:
-        """Wire format (see ``service.codec``)."""
+        """Wire format (see ``service.queue.codec``)."""
         fields = {
             "request_id": self.request_id,
             "model": self.model,
@@ -102,7 +102,7 @@ class Result:
     reply_to: str | None = field(default=None, repr=False)  # where to send it; not part of the wire format
 
     def to_bytes(self) -> bytes:
-        """Wire format (see ``service.codec``)."""
+        """Wire format (see ``service.queue.codec``)."""
         fields: dict[str, Any] = {
             "request_id": self.request_id,
             "status": self.status,

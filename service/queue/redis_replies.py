@@ -26,7 +26,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.errors import CodecError, QueueFull, QueueUnavailable
-from service.queue import Job, Result, await_or_none
+from service.queue.base import Job, Result, await_or_none
 
 LOG = logging.getLogger("usfad.replies")
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
