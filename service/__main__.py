@@ -93,18 +93,26 @@ def build_app(settings: settings_module.Settings) -> ASGIApp:
         mode = f"API on Redis {settings.redis_url} (prefix {settings.queue_prefix!r}), pid {os.getpid()}"
     else:
         from service.queue.memory import InProcessQueue
+        from service.worker import BatchingWorker, InlineBatcher
 
         queue = InProcessQueue()
-        embedded = make_worker(settings, queue, registry)
+        # The worker thread collects the image models' jobs (and reclaims every model's); the
+        # tabular models' jobs are scored on the event loop by the same worker code.
+        embedded = make_worker(settings, queue, registry, kinds=("image",))
+        inline = BatchingWorker(queue, embedded.catalog.loaded(), settings, embedded.metrics, ("tabular",))
+        queue.on_enqueue = InlineBatcher(inline).kick
         mode = "embedded: API + in-process queue + one worker"
     logging.getLogger("usfad").info("%s; models from %s", mode, settings.model_dir)
     return create_app(settings, queue, registry, embedded)
 
 
 def make_worker(
-    settings: settings_module.Settings, queue: WorkQueue, registry: CollectorRegistry
+    settings: settings_module.Settings,
+    queue: WorkQueue,
+    registry: CollectorRegistry,
+    kinds: tuple[str, ...] | None = None,
 ) -> BatchingWorker:
-    """A ``BatchingWorker`` over ``queue`` with its metrics in ``registry``."""
+    """A ``BatchingWorker`` over ``queue`` with its metrics in ``registry`` (collecting ``kinds``)."""
     from service.bundles.catalog import BundleCatalog
     from service.metrics import WorkerMetrics
     from service.worker import BatchingWorker
@@ -118,7 +126,7 @@ def make_worker(
         on_failure=lambda name, _: metrics.load_failures.labels(name).inc(),
     )
     bundles.refresh(force=True)
-    return BatchingWorker(queue, bundles, settings, metrics)
+    return BatchingWorker(queue, bundles, settings, metrics, kinds)
 
 
 def run_worker(settings: settings_module.Settings) -> int:

@@ -70,7 +70,10 @@ def validate_tabular_rows(rows: Any, manifest: Manifest, field: str = "rows") ->
         array = rows
         if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] != manifest.features:
             raise InputError(field, f"must have shape [N>0, {manifest.features}], got {list(array.shape)}")
-        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        real = array.dtype == np.float32 or (  # float32: what the API sends the worker
+            np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating)
+        )
+        if not real:
             raise InputError(field, f"must be real numbers, got dtype {array.dtype}")
     else:
         if not isinstance(rows, list | tuple):
@@ -82,10 +85,13 @@ def validate_tabular_rows(rows: Any, manifest: Manifest, field: str = "rows") ->
             array = np.asarray(
                 [_row_values(row, index, manifest, field) for index, row in enumerate(rows)], dtype=np.float64
             )
-    with np.errstate(over="ignore", invalid="ignore"):
-        result = array.astype(np.float32)
-    bad = ~np.isfinite(result)
-    if bad.any():
+    if array.dtype == np.float32:
+        result = array
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            result = array.astype(np.float32)
+    if not np.isfinite(result).all():
+        bad = ~np.isfinite(result)
         row, column = (int(i) for i in np.argwhere(bad)[0])
         raise InputError(
             f"{field}[{row}][{column}]", f"must be finite in float32, got {array[row, column]!r}"

@@ -41,15 +41,24 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         message = f"request body is larger than the limit of {self.max_bytes} bytes"
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
+        declared = chunked = None
+        for key, value in scope.get("headers") or ():
+            if key == b"content-length":
+                declared = value
+            elif key == b"transfer-encoding":
+                chunked = value
         if declared is not None:
             try:
-                too_large = int(declared) > self.max_bytes
+                length: int | None = int(declared)
             except ValueError:
-                too_large = False
-            if too_large:
+                length = None
+            if length is not None and length > self.max_bytes:
                 await send_error(send, 413, message, "body", ((b"connection", b"close"),))
+                return
+            if length is not None and chunked is None:
+                # The server reads exactly the declared length, so the body cannot pass the limit:
+                # nothing to count (two wrappers less per request on the hot path).
+                await self.app(scope, receive, send)
                 return
         received = 0
         started = False
@@ -89,6 +98,10 @@ class RequestMetrics:
         self.app = app
         self.metrics = metrics
         self.paths = paths
+        # Bound children per label values (``labels()`` checks and joins them on every call);
+        # the values are bounded: paths, validated model names or "-", HTTP statuses.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -109,8 +122,16 @@ class RequestMetrics:
         finally:
             self.metrics.in_flight.dec()
             model = scope.get("state", {}).get("model", "-")
-            self.metrics.requests.labels(path, model, str(status["code"])).inc()
-            self.metrics.latency.labels(path, model).observe(time.perf_counter() - started)
+            code = status["code"]
+            counter = self._counters.get((path, model, code))
+            if counter is None:
+                counter = self.metrics.requests.labels(path, model, str(code))
+                self._counters[(path, model, code)] = counter
+            counter.inc()
+            timer = self._timers.get((path, model))
+            if timer is None:
+                timer = self._timers[(path, model)] = self.metrics.latency.labels(path, model)
+            timer.observe(time.perf_counter() - started)
 
 
 class BearerAuth:

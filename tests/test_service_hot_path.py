@@ -3,7 +3,8 @@
 - ``parse_tabular_request`` checks plainly valid small fields by hand and leaves the rest to
   pydantic: both must give the same call for valid bodies, and pydantic's error otherwise;
 - batch replies are length-framed: framing round-trips, and a cut message is refused;
-- ``usfad bench serve`` builds image requests whose multipart body carries the file unchanged.
+- ``usfad bench serve`` builds image requests whose multipart body carries the file unchanged;
+- the drift gauges, kept up to date by counting, equal the mean over the window.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import CollectorRegistry, Gauge
 
 from service.bench import _image_bytes, build_request
+from service.calibration import DRIFT_LEVELS
+from service.drift import DriftMonitor
 from service.errors import CodecError
 from service.queue.redis_replies import frame, unframe
 from service.schemas import TabularRequest
@@ -88,3 +93,19 @@ def test_bench_multipart_request_carries_the_image_unchanged(tmp_path: Path) -> 
     manifest = argparse.Namespace(kind="tabular", features=4)
     rows = json.loads(build_request(tabular, manifest).body)["rows"]
     assert len(rows) == 2 and all(len(row) == 4 for row in rows)
+
+
+def test_drift_counts_equal_the_mean_over_the_window() -> None:
+    gauge = Gauge("share", "share", ["model", "level"], registry=CollectorRegistry())
+    monitor = DriftMonitor(gauge, window=50)
+    rng = np.random.default_rng(1)
+    seen: list[float] = []
+    for _ in range(300):
+        values = rng.uniform(0, 0.1, int(rng.choice([1, 1, 2, 7, 60])))
+        if rng.random() < 0.1:
+            values[0] = np.nan  # never counted as at or below a level
+        monitor.observe("m", values)
+        seen += values.tolist()
+        recent = np.asarray(seen[-50:])
+        for level in DRIFT_LEVELS:
+            assert gauge.labels("m", f"{level:g}")._value.get() == float(np.mean(recent <= level))

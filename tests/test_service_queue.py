@@ -22,7 +22,7 @@ from service.queue.base import Delivery, Job, Result
 from service.queue.memory import InProcessQueue
 from service.queue.redis import RedisStreamQueue
 from service.settings import BatchPolicy, Settings
-from service.worker import BatchingWorker
+from service.worker import BatchingWorker, InlineBatcher
 from tests.service_support import (
     IMAGE_MODEL,
     TABULAR_MODEL,
@@ -355,3 +355,64 @@ def test_async_wait_finds_a_result_stored_without_a_reply(queue) -> None:
 
     result = _run_async(queue, scenario)
     assert result is not None and result.version == "v-stored"
+
+
+def _inline(registry: BundleCatalog) -> tuple[InProcessQueue, InlineBatcher, CollectorRegistry]:
+    """The embedded mode's pair: an in-process queue whose tabular jobs are scored on the loop."""
+    registry.refresh(force=True)
+    queue = InProcessQueue()
+    worker, collector = make_worker(queue, registry)
+    inline = BatchingWorker(queue, registry.loaded(), worker.settings, worker.metrics, ("tabular",))
+    batcher = InlineBatcher(inline)
+    queue.on_enqueue = batcher.kick
+    return queue, batcher, collector
+
+
+def test_inline_batcher_scores_one_loop_iterations_requests_in_one_batch(registry) -> None:
+    """Embedded mode: requests enqueued in the same loop iteration form one batch, with no worker thread."""
+    _, rows = cardio_rows()
+    queue, _, collector = _inline(registry)
+
+    async def request(index: int) -> Result | None:
+        await queue.enqueue_async(job(rows[index : index + 1], f"inline-{index}"), max_depth=100)
+        return await queue.wait_async(f"inline-{index}", 10.0)
+
+    async def scenario() -> list[Result | None]:
+        alone = await request(10)  # a lone request is answered at once
+        assert alone is not None and alone.batch_rows == 1
+        return await asyncio.gather(*(request(index) for index in range(8)))
+
+    results = asyncio.run(scenario())
+    expected = registry.get(TABULAR_MODEL).run(rows[:8]).score
+    for index, result in enumerate(results):
+        assert result is not None and result.status == 200 and result.batch_rows == 8
+        np.testing.assert_allclose(result.arrays["score"], expected[index : index + 1], rtol=1e-6)
+    assert sample(collector, "usfad_batch_size_count") == 2 and sample(collector, "usfad_batch_size_sum") == 9
+    assert queue.depth(TABULAR_MODEL) == 0
+
+
+def test_inline_batcher_keeps_deadlines_and_scores_large_requests_in_a_thread(registry) -> None:
+    _, rows = cardio_rows()
+    queue, batcher, _ = _inline(registry)
+    batcher.INLINE_ROWS = 2  # a 3-row request is scored off the event loop
+
+    async def scenario() -> tuple[Result | None, Result | None]:
+        await queue.enqueue_async(job(rows[:3], "large"), max_depth=100)
+        await queue.enqueue_async(job(rows[:1], "expired", deadline_in_s=-1.0), max_depth=100)
+        return await queue.wait_async("large", 10.0), await queue.wait_async("expired", 10.0)
+
+    large, expired = asyncio.run(scenario())
+    assert large is not None and large.status == 200 and large.batch_rows == 3
+    assert expired is not None and expired.status == 504
+    assert queue.depth(TABULAR_MODEL) == 0
+
+
+def test_a_worker_limited_to_image_models_leaves_tabular_jobs_queued(registry) -> None:
+    """The embedded worker thread collects image jobs only (tabular ones are the loop's)."""
+    _, rows = cardio_rows()
+    queue = InProcessQueue()
+    worker, _ = make_worker(queue, registry)
+    worker.kinds = ("image",)
+    queue.enqueue(job(rows[:1], "left-for-the-loop"), max_depth=10)
+    worker.collect(poll_s=0.01)
+    assert TABULAR_MODEL not in worker.collected_models() and queue.depth(TABULAR_MODEL) == 1

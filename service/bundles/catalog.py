@@ -114,6 +114,10 @@ class _Scanned(Generic[T]):
         self.refresh()
         return dict(self._items)
 
+    def loaded(self) -> LoadedView[T]:
+        """A view of what is loaded now that never rescans (for the event loop: no loading there)."""
+        return LoadedView(self)
+
     def failures(self) -> dict[str, str]:
         """``{name: error}`` of bundles whose latest version was refused."""
         return {name: message for name, (_, message) in self._failed.items()}
@@ -128,6 +132,32 @@ class _Scanned(Generic[T]):
             raise ModelNotFound(
                 f"model {name!r} is not loaded; GET /models lists the available models"
             ) from None
+
+
+class LoadedView(Generic[T]):
+    """``names`` / ``items`` / ``get`` of a catalog's loaded items, without ``refresh``.
+
+    The embedded mode's inline batcher runs on the event loop, which must not stall on a
+    model load; the worker thread's own calls keep the catalog rescanned.
+    """
+
+    def __init__(self, scanned: _Scanned[T]) -> None:
+        self._scanned = scanned
+
+    def names(self) -> list[str]:
+        """Names of the loaded models."""
+        return sorted(self._scanned._items)
+
+    def items(self) -> dict[str, T]:
+        """A snapshot ``{name: loaded item}``."""
+        return dict(self._scanned._items)
+
+    def get(self, name: str) -> T:
+        """The loaded item; ``ModelNotFound`` (a ``LookupError``) when there is none."""
+        try:
+            return self._scanned._items[name]
+        except KeyError:
+            raise ModelNotFound(f"model {name!r} is not loaded") from None
 
 
 def read_verified_manifest(bundle_dir: Path) -> Manifest:
@@ -166,4 +196,4 @@ class BundleCatalog(_Scanned["Bundle"]):  # noqa: F821 - imported lazily to keep
         )
 
 
-__all__ = ["BundleCatalog", "ManifestCatalog", "bundle_dirs"]
+__all__ = ["BundleCatalog", "LoadedView", "ManifestCatalog", "bundle_dirs"]

@@ -11,7 +11,8 @@ import contextlib
 import itertools
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +36,13 @@ class InProcessQueue:
         self._lock = threading.Condition()
         self._events: dict[str, threading.Event] = {}
         self._futures: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[Result]]] = {}
-        self._next_purge = 0.0
         self._queues: dict[str, deque[tuple[str, Job]]] = {}
+        self._waiting: Counter[str] = Counter()  # models some ``read`` is blocked on
         self._pending: dict[str, _Pending] = {}
         self._results: dict[str, tuple[Result, float]] = {}
+        self._expiries: deque[tuple[float, str]] = deque()  # (expiry, request id), in storing order
+        # Called on the event loop after each ``enqueue_async`` (the embedded mode's inline batcher).
+        self.on_enqueue: Callable[[Job], None] | None = None
         self._heartbeats: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self.dead: list[dict[str, Any]] = []
@@ -50,7 +54,8 @@ class InProcessQueue:
             if depth >= max_depth:
                 raise QueueFull(f"queue of model {job.model!r} holds {max_depth} requests already")
             self._queues.setdefault(job.model, deque()).append((f"{next(self._ids)}-0", job))
-            self._lock.notify_all()
+            if self._waiting[job.model]:  # wake a reader only when it waits for this model
+                self._lock.notify_all()
             return depth + 1
 
     def _depth_locked(self, model: str) -> int:
@@ -65,7 +70,14 @@ class InProcessQueue:
     def read(self, consumer: str, models: list[str], count: int, block_s: float) -> list[Delivery]:
         """Up to ``count`` entries per model, waiting up to ``block_s`` for the first."""
         with self._lock:
-            self._lock.wait_for(lambda: any(self._queues.get(model) for model in models), timeout=block_s)
+            if block_s > 0 and not any(self._queues.get(model) for model in models):
+                self._waiting.update(models)
+                try:
+                    self._lock.wait_for(
+                        lambda: any(self._queues.get(model) for model in models), timeout=block_s
+                    )
+                finally:
+                    self._waiting.subtract(models)
             now = time.time()
             deliveries = []
             for model in models:
@@ -128,13 +140,17 @@ class InProcessQueue:
         """``publish`` without waking event loops: their futures are added to ``wakeups``."""
         with self._lock:
             now = time.time()
-            if now >= self._next_purge:  # drop expired results at most once a second
-                self._results = {key: value for key, value in self._results.items() if value[1] > now}
-                self._next_purge = now + 1.0
+            expiries = self._expiries
+            while expiries and expiries[0][0] <= now:  # drop expired results, oldest first
+                _, request_id = expiries.popleft()
+                stored = self._results.get(request_id)
+                if stored is not None and stored[1] <= now:
+                    del self._results[request_id]
             existing = self._results.get(result.request_id)
             if existing is not None and existing[1] > now:
                 return False
             self._results[result.request_id] = (result, now + ttl_s)
+            expiries.append((now + ttl_s, result.request_id))
             event = self._events.pop(result.request_id, None)
             waiter = self._futures.pop(result.request_id, None)
         if event is not None:
@@ -167,8 +183,11 @@ class InProcessQueue:
         """Nothing to release."""
 
     async def enqueue_async(self, job: Job, max_depth: int) -> int:
-        """``enqueue`` (it never blocks: one short lock)."""
-        return self.enqueue(job, max_depth)
+        """``enqueue`` (it never blocks: one short lock), then tell ``on_enqueue``."""
+        depth = self.enqueue(job, max_depth)
+        if self.on_enqueue is not None:
+            self.on_enqueue(job)
+        return depth
 
     async def wait_async(self, request_id: str, timeout_s: float) -> Result | None:
         """Await the result without a thread: the worker thread resolves an ``asyncio.Future``."""
@@ -241,7 +260,14 @@ def _set_results(pairs: list[tuple[asyncio.Future[Result], Result]]) -> None:
 
 
 def _wake(wakeups: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Result], Result]]]) -> None:
-    """One ``call_soon_threadsafe`` per event loop (one self-pipe write), not one per result."""
+    """One ``call_soon_threadsafe`` per event loop (one self-pipe write), not one per result.
+
+    On the loop's own thread (the embedded inline batcher) the futures are resolved directly.
+    """
+    running = asyncio._get_running_loop()
     for loop, pairs in wakeups.items():
+        if loop is running:
+            _set_results(pairs)
+            continue
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there any more
             loop.call_soon_threadsafe(_set_results, pairs)
