@@ -125,3 +125,17 @@ def test_no_test_module_imports_another() -> None:
         if target.split(".")[:2] != ["tests", path.stem] and target.startswith("tests.test_")
     )
     assert offenders == []
+
+
+def test_service_package_files_import_nothing() -> None:
+    """``service/queue/__init__.py``, ``service/bundles/__init__.py`` …: docstrings only.
+
+    Importing ``service.bundles.manifest`` runs ``service/bundles/__init__.py`` first; an import
+    there would load ``bundle.py`` (onnxruntime) into the API, whose image does not install it.
+    """
+    offenders = sorted(
+        name
+        for name, path in _modules().items()
+        if name.split(".")[0] == "service" and path.name == "__init__.py" and _imported(path, name)
+    )
+    assert offenders == []
