@@ -51,6 +51,7 @@ ap.add_argument("--batch", type=int, default=32)
 ap.add_argument("--patience", type=int, default=3)
 ap.add_argument("--tag", default="")
 ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--set", action="append", default=[], help="model_args KEY=PYTHON_LITERAL")
 a = ap.parse_args()
 torch.set_num_threads(2)
 cat = load_category(a.data)
@@ -62,6 +63,9 @@ if a.scale >= 0:
     margs["channel_scale"] = bool(a.scale)
 if a.out_indices:
     margs["out_indices"] = tuple(int(x) for x in a.out_indices.split(","))
+for item in a.set:
+    key, value = item.split("=", 1)
+    margs[key] = __import__("ast").literal_eval(value)
 torch.manual_seed(a.seed)
 det = build_detector(a.family, a.flow, size, BackboneSpec(), **margs)
 scorer = ImageScorer(det, IMAGENET_MEAN, IMAGENET_STD).eval()
@@ -131,6 +135,7 @@ def loss_fn(m, idx):
     return m.loss([f[idx.long()] for f in feats])
 
 
+det.initialise([f[ti] for f in feats])
 fam = FAMILY_DEFAULTS[a.family]["cpu"]
 lr = a.lr or fam["lr"]
 settings.lr = lr

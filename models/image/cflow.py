@@ -22,6 +22,7 @@ from models.image.backbone import BackboneSpec, create_feature_extractor
 from models.image.detector import DetectorMixin
 from models.image.flow_blocks import ChannelScale, block_for, uses_channel_scale
 from models.image.map_score import MapScore
+from models.image.position_gaussian import PADIM_SHRINKAGE, build_whitenings
 
 
 class USCflowModel(DetectorMixin, CflowModel):
@@ -44,6 +45,8 @@ class USCflowModel(DetectorMixin, CflowModel):
         channel_scale: bool | None = None,
         map_sigma: float = 0.0,
         score_top_fraction: float = 0.0,
+        position_whitening: bool = False,
+        whitening_shrinkage: float = PADIM_SHRINKAGE,
     ) -> None:
         nn.Module.__init__(self)
         self.input_size = (int(input_size[0]), int(input_size[1]))
@@ -54,6 +57,12 @@ class USCflowModel(DetectorMixin, CflowModel):
         self.encoder = create_feature_extractor(backbone or BackboneSpec(), out_indices)
         self.pool_dims = self.encoder.feature_info.channels()
         scales = self.encoder.feature_info.reduction()
+        # Optional first flow layer: PaDiM's per-position Gaussian (models.image.position_gaussian).
+        shapes = [
+            (c, self.input_size[0] // s, self.input_size[1] // s)
+            for c, s in zip(self.pool_dims, scales, strict=True)
+        ]
+        self.whitenings = build_whitenings(shapes, position_whitening, whitening_shrinkage)
         block, block_args = block_for(
             flow, {"affine_clamping": clamp_alpha, "global_affine_type": "SOFTPLUS", "permute_soft": False}
         )
@@ -85,16 +94,33 @@ class USCflowModel(DetectorMixin, CflowModel):
         """Raw feature maps of the frozen backbone."""
         return list(self.encoder(images))
 
-    def _fibres(self, index: int, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feature fibres ``[N·h·w, C]`` and their positional conditions ``[N·h·w, P]``."""
-        channels = feature.shape[1]
+    @torch.no_grad()
+    def initialise(self, features: list[torch.Tensor]) -> None:
+        """Fit the per-position whitening (if any) on the training features."""
+        if self.whitenings is not None:
+            for whitening, feature in zip(self.whitenings, features, strict=True):
+                whitening.fit(feature)
+
+    def _fibres(self, index: int, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fibres ``[N·h·w, C]`` (whitened, if enabled), positional conditions ``[N·h·w, P]`` and
+        the whitening's ``log det W_p`` per fibre ``[N·h·w]`` (zeros without whitening)."""
+        batch, channels = feature.shape[:2]
+        position_log_det = feature.new_zeros(batch * feature.shape[2] * feature.shape[3])
+        if self.whitenings is not None:
+            feature, _ = self.whitenings[index](feature)
+            position_log_det = (
+                self.whitenings[index].position_log_det.reshape(1, -1).expand(batch, -1).reshape(-1)
+            )
         fibres = feature.permute(0, 2, 3, 1).reshape(-1, channels)
         position = getattr(self, f"position_{index}").permute(1, 2, 0).reshape(1, -1, self.condition_vector)
-        conditions = position.expand(feature.shape[0], -1, -1).reshape(-1, self.condition_vector)
-        return fibres, conditions
+        conditions = position.expand(batch, -1, -1).reshape(-1, self.condition_vector)
+        return fibres, conditions, position_log_det
 
-    def _log_prob_per_dim(self, index: int, fibres: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+    def _log_prob_per_dim(
+        self, index: int, fibres: torch.Tensor, conditions: torch.Tensor, position_log_det: torch.Tensor
+    ) -> torch.Tensor:
         z, log_jacobian = self.decoders[index](fibres, [conditions])
+        log_jacobian = log_jacobian + position_log_det
         if self.channel_scales is not None:
             z, scale_jacobian = self.channel_scales[index](z)
             log_jacobian = log_jacobian + scale_jacobian
@@ -104,11 +130,15 @@ class USCflowModel(DetectorMixin, CflowModel):
         """anomalib's CFlow loss ``mean(−log σ(log p / C))``, summed over scales (all fibres in eval mode)."""
         total = features[0].new_zeros(())
         for index, feature in enumerate(features):
-            fibres, conditions = self._fibres(index, feature)
+            fibres, conditions, position_log_det = self._fibres(index, feature)
             if self.training:  # a random subset of fibres per step, as anomalib's fibre batches
                 chosen = torch.randperm(fibres.shape[0], device=fibres.device)[: self.fibers_per_step]
-                fibres, conditions = fibres[chosen], conditions[chosen]
-            log_prob = self._log_prob_per_dim(index, fibres, conditions)
+                fibres, conditions, position_log_det = (
+                    fibres[chosen],
+                    conditions[chosen],
+                    position_log_det[chosen],
+                )
+            log_prob = self._log_prob_per_dim(index, fibres, conditions, position_log_det)
             total = total + (-F.logsigmoid(log_prob)).mean()
         return total
 
@@ -116,8 +146,9 @@ class USCflowModel(DetectorMixin, CflowModel):
         maps, nlls = [], []
         for index, feature in enumerate(features):
             batch, _, height, width = feature.shape
-            fibres, conditions = self._fibres(index, feature)
-            nll = -self._log_prob_per_dim(index, fibres, conditions).reshape(batch, 1, height, width)
+            nll = -self._log_prob_per_dim(index, *self._fibres(index, feature)).reshape(
+                batch, 1, height, width
+            )
             nlls.append(nll.flatten(1).mean(dim=1))
             maps.append(F.interpolate(nll, size=self.input_size, mode="bilinear", align_corners=False))
         anomaly_map, score = self.map_score(torch.stack(maps, dim=-1).mean(dim=-1))

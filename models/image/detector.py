@@ -11,6 +11,8 @@ import math
 import torch
 from torch import nn
 
+from models.image.map_score import latent_nll_map
+
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -53,6 +55,9 @@ class DetectorMixin:
         """Scores of normalised float images ``[N, 3, H, W]``."""
         return self.predict(self.extract(images))
 
+    def initialise(self, features: list[torch.Tensor]) -> None:
+        """Closed-form set-up from the training features before gradient training (default: none)."""
+
     def head_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters (everything but the frozen backbone)."""
         return [p for p in self.parameters() if p.requires_grad]  # type: ignore[attr-defined]
@@ -86,11 +91,16 @@ class LatentMapDetector(DetectorMixin):
         return self.criterion(latents, log_jacobian)  # type: ignore[attr-defined]
 
     def predict(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """anomalib's anomaly map through ``map_score`` (smoothing, max / top-k mean), and the nll.
+        """The anomaly map (anomalib's, or ``latent_nll_map`` when ``map_kind`` says so) through
+        ``map_score`` (smoothing, max / top-k mean), and the nll.
 
         The nll is :func:`gaussian_nll_per_dim` of the latents.
         """
         latents, log_jacobian = self.latents(features)
-        anomaly_map, score = self.map_score(self.anomaly_map_generator(latents))  # type: ignore[attr-defined]
+        if getattr(self, "map_kind", "anomalib") == "latent_nll":
+            raw_map = latent_nll_map(latents, self.input_size)  # type: ignore[attr-defined]
+        else:
+            raw_map = self.anomaly_map_generator(latents)  # type: ignore[attr-defined]
+        anomaly_map, score = self.map_score(raw_map)  # type: ignore[attr-defined]
         total = log_jacobian if isinstance(log_jacobian, torch.Tensor) else sum(log_jacobian)
         return score, gaussian_nll_per_dim(latents, total), anomaly_map

@@ -23,7 +23,8 @@ from torch import nn
 from models.image.backbone import BackboneSpec, create_feature_extractor
 from models.image.detector import LatentMapDetector
 from models.image.flow_blocks import ChannelScale, block_for, uses_channel_scale
-from models.image.map_score import MapScore
+from models.image.map_score import MAP_KINDS, MapScore
+from models.image.position_gaussian import PADIM_SHRINKAGE, build_whitenings
 
 
 class USFastflowModel(LatentMapDetector, FastflowModel):
@@ -47,8 +48,14 @@ class USFastflowModel(LatentMapDetector, FastflowModel):
         channel_scale: bool | None = None,
         map_sigma: float = 0.0,
         score_top_fraction: float = 0.0,
+        position_whitening: bool = False,
+        whitening_shrinkage: float = PADIM_SHRINKAGE,
+        map_kind: str = "anomalib",
     ) -> None:
         nn.Module.__init__(self)
+        if map_kind not in MAP_KINDS:
+            raise ValueError(f"map_kind must be one of {MAP_KINDS}, got {map_kind!r}")
+        self.map_kind = map_kind
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.flow_kind = flow
         self.map_score = MapScore(self.input_size, map_sigma, score_top_fraction)
@@ -60,6 +67,9 @@ class USFastflowModel(LatentMapDetector, FastflowModel):
             for c, s in zip(channels, scales, strict=True)
         ]
         self.norms = nn.ModuleList(nn.LayerNorm(list(shape), elementwise_affine=False) for shape in shapes)
+        # Optional first flow layer: PaDiM's per-position Gaussian, fitted in closed form
+        # (models.image.position_gaussian; constant log-det, so the flow stays uniformly scaling).
+        self.whitenings = build_whitenings(shapes, position_whitening, whitening_shrinkage)
         block, block_args = block_for(flow, {"affine_clamping": clamp, "permute_soft": False})
         self.fast_flow_blocks = nn.ModuleList()
         for shape in shapes:
@@ -82,6 +92,14 @@ class USFastflowModel(LatentMapDetector, FastflowModel):
     def backbone_module(self) -> nn.Module:
         return self.feature_extractor
 
+    @torch.no_grad()
+    def initialise(self, features: list[torch.Tensor]) -> None:
+        """Fit the per-position whitening (if any) on the normalised training features."""
+        if self.whitenings is None:
+            return
+        for norm, whitening, feature in zip(self.norms, self.whitenings, features, strict=True):
+            whitening.fit(norm(feature))
+
     def extract(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Raw feature maps of the frozen backbone."""
         return list(self.feature_extractor(images))
@@ -91,7 +109,13 @@ class USFastflowModel(LatentMapDetector, FastflowModel):
         latents, jacobians = [], []
         stages = zip(self.norms, self.fast_flow_blocks, features, strict=True)
         for index, (norm, block, feature) in enumerate(stages):
-            z, jacobian = block(norm(feature))
+            h = norm(feature)
+            white_jacobian = None
+            if self.whitenings is not None:
+                h, white_jacobian = self.whitenings[index](h)
+            z, jacobian = block(h)
+            if white_jacobian is not None:
+                jacobian = jacobian + white_jacobian
             if self.channel_scales is not None:
                 z, scale_jacobian = self.channel_scales[index](z)
                 jacobian = jacobian + scale_jacobian

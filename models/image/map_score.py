@@ -15,7 +15,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
+
+# How a latent-map detector (FastFlow, U-Flow) turns its latents into the anomaly map:
+# "anomalib": anomalib's generator (FastFlow: -mean_s up(exp(-½ mean_c z²)));
+# "latent_nll": the flow's own per-position NLL, mean_s up(½ mean_c z_s²) (latent_nll_map).
+MAP_KINDS = ("anomalib", "latent_nll")
+
+
+def latent_nll_map(latents: Sequence[torch.Tensor], input_size: Sequence[int]) -> torch.Tensor:
+    """``mean_s upsample(½ mean_c z_s²)``: the latent NLL per position, ``[N, 1, H, W]``.
+
+    For a uniformly scaling flow the log-det is the same at every input, so this map ranks the
+    positions of one scale as their likelihood does; unlike anomalib's ``exp(−½ mean_c z²)`` it
+    does not saturate far from the mode.
+    """
+    size = (int(input_size[0]), int(input_size[1]))
+    maps = [
+        F.interpolate(
+            0.5 * z.pow(2).mean(dim=1, keepdim=True), size=size, mode="bilinear", align_corners=False
+        )
+        for z in latents
+    ]
+    return torch.stack(maps, dim=-1).mean(dim=-1)
 
 
 class MapScore(nn.Module):

@@ -23,8 +23,9 @@ from torch import nn
 from models.image.backbone import MCAIT, BackboneSpec, create_feature_extractor
 from models.image.detector import LatentMapDetector
 from models.image.flow_blocks import ChannelScale, block_for, uses_channel_scale
-from models.image.map_score import MapScore
+from models.image.map_score import MAP_KINDS, MapScore
 from models.image.mcait import OfflineMCaitFeatureExtractor, check_mcait_input_size
+from models.image.position_gaussian import PADIM_SHRINKAGE, build_whitenings
 
 
 class OfflineLayerNormExtractor(nn.Module):
@@ -75,8 +76,14 @@ class USUflowModel(LatentMapDetector, UflowModel):
         channel_scale: bool | None = None,
         map_sigma: float = 0.0,
         score_top_fraction: float = 0.0,
+        position_whitening: bool = False,
+        whitening_shrinkage: float = PADIM_SHRINKAGE,
+        map_kind: str = "anomalib",
     ) -> None:
         nn.Module.__init__(self)
+        if map_kind not in MAP_KINDS:
+            raise ValueError(f"map_kind must be one of {MAP_KINDS}, got {map_kind!r}")
+        self.map_kind = map_kind
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.flow_kind = flow
         self.map_score = MapScore(self.input_size, map_sigma, score_top_fraction)
@@ -94,6 +101,20 @@ class USUflowModel(LatentMapDetector, UflowModel):
         else:
             self.feature_extractor = OfflineLayerNormExtractor(backbone, self.input_size, out_indices)
         self.flow = self.build_flow(flow_steps)
+        # Optional first flow layer: PaDiM's per-position Gaussian (models.image.position_gaussian).
+        if position_whitening and backbone.name == MCAIT:
+            raise ValueError("position_whitening: CNN backbones only (MS-CaiT's tokens are not maps)")
+        shapes = (
+            [
+                (c, self.input_size[0] // s, self.input_size[1] // s)
+                for c, s in zip(
+                    self.feature_extractor.channels, self.feature_extractor.scale_factors, strict=True
+                )
+            ]
+            if position_whitening
+            else []
+        )
+        self.whitenings = build_whitenings(shapes, position_whitening, whitening_shrinkage)
         # usf: a learnable per-channel scale on each output scale (constant log-det, still a USF).
         self.channel_scales = (
             nn.ModuleList(
@@ -131,13 +152,29 @@ class USUflowModel(LatentMapDetector, UflowModel):
             return self.feature_extractor  # its LayerNorms are the CaiTs' own, frozen
         return self.feature_extractor.feature_extractor
 
+    @torch.no_grad()
+    def initialise(self, features: list[torch.Tensor]) -> None:
+        """Fit the per-position whitening (if any) on the normalised training features."""
+        if self.whitenings is not None:
+            normalised = self.feature_extractor.normalize_features(features)
+            for whitening, feature in zip(self.whitenings, normalised, strict=True):
+                whitening.fit(feature)
+
     def extract(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Raw features of the frozen backbone (CNN maps or CaiT tokens; normalised in the head)."""
         return list(self.feature_extractor.extract_features(images))
 
     def latents(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Latents per output scale and the total ``log|det J|`` per image."""
-        latents, log_jacobian = self.encode(self.feature_extractor.normalize_features(features))
+        normalised = self.feature_extractor.normalize_features(features)
+        white_jacobian = None
+        if self.whitenings is not None:
+            whitened = [white(f) for white, f in zip(self.whitenings, normalised, strict=True)]
+            normalised = [f for f, _ in whitened]
+            white_jacobian = sum(j for _, j in whitened)
+        latents, log_jacobian = self.encode(normalised)
+        if white_jacobian is not None:
+            log_jacobian = log_jacobian + white_jacobian
         if self.channel_scales is not None:
             scaled = [scale(z) for scale, z in zip(self.channel_scales, latents, strict=True)]
             latents = [z for z, _ in scaled]
