@@ -86,3 +86,68 @@ def test_fastflow_usf_with_whitening_starts_as_padim_and_stays_uniformly_scaling
         torch.testing.assert_close(z.pow(2).sum(1), expected.pow(2).sum(1), atol=1e-3, rtol=1e-4)
     total = sum(log_jacobian) if isinstance(log_jacobian, list) else log_jacobian
     assert torch.allclose(total, total[0].expand_as(total))
+
+
+@pytest.mark.parametrize("family", ["cflow", "uflow"])
+def test_cflow_and_uflow_whitening_adds_a_constant_log_det_and_is_fitted_by_initialise(family: str) -> None:
+    """The whitening's log-det enters the likelihood, is the same for every image, and fit changes it."""
+    from models.image.backbone import BackboneSpec
+    from models.image.factory import build_image_detector
+
+    torch.manual_seed(0)
+    spec = BackboneSpec(weights="random-init")
+    args = {"coupling_blocks": 2} if family == "cflow" else {"flow_steps": 2}
+    detector = build_image_detector(
+        family,
+        "usf",
+        (64, 64),
+        spec,
+        out_indices=(2, 3),
+        position_whitening=True,
+        channel_scale=False,
+        **args,
+    ).eval()
+    train = detector.extract(torch.randn(40, 3, 64, 64) * 2)
+    test = detector.extract(torch.randn(3, 3, 64, 64))
+    before = detector.predict(test)[1]
+    detector.initialise(train)
+    assert all(float(w.log_det) != 0.0 for w in detector.whitenings)
+    after = detector.predict(test)[1]
+    assert torch.isfinite(after).all() and not torch.allclose(before, after)
+    if family == "uflow":
+        _, log_jacobian = detector.latents(test)
+        assert torch.allclose(log_jacobian, log_jacobian[0].expand_as(log_jacobian))
+    else:  # CFlow's per-fibre log-det: the whitening adds log det W_p at each position p
+        fibres, _, position_log_det = detector._fibres(0, test[0])
+        expected = detector.whitenings[0].position_log_det.flatten().repeat(3)
+        torch.testing.assert_close(position_log_det, expected)
+        assert fibres.shape[0] == position_log_det.shape[0]
+
+
+def test_latent_nll_map_is_the_mean_over_scales_of_half_the_mean_squared_latent() -> None:
+    from models.image.map_score import latent_nll_map
+
+    fine, coarse = torch.full((2, 4, 8, 8), 2.0), torch.zeros(2, 6, 4, 4)
+    coarse[1] = 4.0
+    anomaly_map = latent_nll_map([fine, coarse], (16, 16))
+    assert anomaly_map.shape == (2, 1, 16, 16)
+    torch.testing.assert_close(anomaly_map[0], torch.full((1, 16, 16), 1.0))  # (½·4 + 0) / 2
+    torch.testing.assert_close(anomaly_map[1], torch.full((1, 16, 16), 5.0))  # (½·4 + ½·16) / 2
+
+
+def test_fastflow_latent_nll_map_is_what_predict_returns_and_unknown_kinds_are_refused() -> None:
+    from models.image.backbone import BackboneSpec
+    from models.image.factory import build_image_detector
+    from models.image.map_score import latent_nll_map
+
+    spec = BackboneSpec(weights="random-init")
+    with pytest.raises(ValueError, match="map_kind"):
+        build_image_detector("fastflow", "usf", (64, 64), spec, flow_steps=2, map_kind="nll")
+    detector = build_image_detector(
+        "fastflow", "usf", (64, 64), spec, flow_steps=2, map_kind="latent_nll", score_top_fraction=0.01
+    ).eval()
+    features = detector.extract(torch.randn(2, 3, 64, 64))
+    score, _, anomaly_map = detector.predict(features)
+    expected = latent_nll_map(detector.latents(features)[0], (64, 64))
+    torch.testing.assert_close(anomaly_map, expected)
+    torch.testing.assert_close(score, expected.flatten(1).topk(41, dim=1).values.mean(dim=1))
