@@ -48,8 +48,8 @@ class LinearLRSchedule:
 class Optimisation:
     """The optimisation knobs every training command shares (defaults: the paper's tabular flows).
 
-    ``FitConfig`` and the tabular ``TrainingSettings`` extend it; the image command's
-    ``ImageTrainSettings`` has its own defaults and reaches ``fit`` via ``FitConfig.from_settings``.
+    ``FitConfig``, the tabular ``TrainingSettings`` and the image ``ImageTrainSettings`` (with its
+    own defaults) extend it; the settings reach ``fit`` via ``FitConfig.from_settings``.
     """
 
     epochs: int = 200

@@ -47,7 +47,7 @@ from training.image.features import file_features
 from training.image.folder import FolderLayout
 from training.image.metrics import evaluate
 from training.image.timing import TIMING_IMAGES, ms_per_image
-from training.loop import FitConfig, LinearLRSchedule, fit
+from training.loop import FitConfig, LinearLRSchedule, Optimisation, fit
 from training.run_files import fingerprint_array, save_run
 
 # Largest backbone stride any family uses; input sides are multiples of it so every family and
@@ -63,17 +63,20 @@ UFLOW_LR_SCHEDULE = LinearLRSchedule(start_factor=1.0, end_factor=0.4, total_ste
 
 
 @dataclass
-class ImageTrainSettings:
-    """Everything that shapes one image run (profile defaults, family defaults, then overrides)."""
+class ImageTrainSettings(Optimisation):
+    """Everything that shapes one image run (profile defaults, family defaults, then overrides).
 
+    The shared :class:`~training.loop.Optimisation` knobs with the image defaults, plus these.
+    """
+
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    patience: int = 3
     profile: str = "cpu"
     long_side: int = 128
     input_size: tuple[int, int] | None = None  # (H, W); default: category's typical aspect ratio
-    epochs: int = 5
-    batch_size: int = 32
-    patience: int = 3
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
     lu_lr_scale: float = 0.1  # LU factors train with lr · lu_lr_scale
     grad_clip: float | None = 10.0
     val_fraction: float = 0.15
@@ -82,7 +85,6 @@ class ImageTrainSettings:
     calibration_fraction: float = 0.15
     max_train_images: int | None = None
     max_test_images: int | None = None
-    max_seconds: float | None = None
     backbone: str = OFFLINE_BACKBONE  # an override of None: resolve_backbone's choice
     backbone_weights: str = "offline"  # "offline" | path (file or folder) | "hub" | "random-init"
     backbone_note: str | None = None  # why the backbone differs from the paper's (paper profile)
