@@ -6,6 +6,11 @@ training images for calibration; the test good images are then scored with the e
 compared with the old rule (the 99 % / 95 % quantile of the same calibration scores).
 
     nice -n 10 python benchmarks/calibration_image.py --families fastflow --out bench-calibration-image
+
+``--runs DIR`` scores the run directories already under ``DIR`` instead (e.g. the ``runs/`` of a
+``usfad bench image`` grid: every family, flow and seed), training nothing:
+
+    python benchmarks/calibration_image.py --runs bench-image/runs --out bench-calibration-image
 """
 
 from __future__ import annotations
@@ -30,18 +35,18 @@ from training.runs import read_run
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "magnetic_tile"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=str(DATA))
-    parser.add_argument("--families", default="fastflow,cflow,uflow")
-    parser.add_argument("--flow", default="usf")
-    parser.add_argument("--out", default="bench-calibration-image")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    goods = sorted((Path(args.data) / "test" / "good").glob("*.jpg"))
-    rows = []
+def _runs(args: argparse.Namespace):  # noqa: ANN202 - a generator of tuples, local use
+    """``(label, start time, run record, calibration scores, eager scorer)`` per run."""
+    if args.runs:
+        for run_json in sorted(Path(args.runs).glob("**/run.json")):
+            started = time.time()
+            run = read_run(run_json.parent)
+            if run.get("kind") != "image" or "calibration" not in run:
+                continue
+            label = f"{run['family']}-{run['flow']} seed {run.get('seed', 0)}"
+            calibration = read_run_calibration(run_json.parent, run)
+            yield label, started, run, calibration, load_image_scorer(run_json.parent, run)
+        return
     for family in args.families.split(","):
         started = time.time()
         with tempfile.TemporaryDirectory() as folder:
@@ -51,6 +56,24 @@ def main() -> None:
             run = read_run(run_dir)
             calibration = read_run_calibration(run_dir, run)
             scorer = load_image_scorer(run_dir, run)
+        yield f"{family}-{args.flow}", started, run, calibration, scorer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--families", default="fastflow,cflow,uflow")
+    parser.add_argument("--flow", default="usf")
+    parser.add_argument("--out", default="bench-calibration-image")
+    parser.add_argument("--runs", default=None, help="score these finished run directories instead")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    good_folder = Path(args.data) / "test" / "good"
+    goods = sorted(p for p in good_folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    rows = []
+    for label, started, run, calibration, scorer in _runs(args):
         height, width = run["input"]["height"], run["input"]["width"]
         scores = []
         with torch.inference_mode():
@@ -65,7 +88,7 @@ def main() -> None:
         score = np.concatenate(scores).astype(np.float64)
         n, m = calibration.size, score.size
         p = p_values(calibration, score)
-        row = {"family": f"{family}-{args.flow}", "n_cal": n, "test_good": m}
+        row = {"family": label, "n_cal": n, "test_good": m}
         row["seconds"] = round(time.time() - started, 1)
         for rate in (0.01, 0.05):
             tag = int(rate * 100)
