@@ -137,7 +137,7 @@ def test_the_graph_returns_the_smoothed_map_and_the_raw_maps_score(demo: Demo) -
     images = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in paths])
     with torch.no_grad():
         latents, _ = detector.latents(detector.extract(scorer.normalize(torch.from_numpy(images))))
-        raw = detector.anomaly_map_generator(latents)
+        raw = detector.raw_anomaly_map(latents)
         smoothed = detector.map_score.blur(raw).numpy()[:, 0]
         top_mean = raw.flatten(1).topk(detector.map_score.top_k, dim=1).values.mean(dim=1).numpy()
     outputs = load_bundle(demo.models / MODEL, device="cpu", threads=1).score_images(images)

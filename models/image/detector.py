@@ -90,6 +90,12 @@ class LatentMapDetector(DetectorMixin):
         latents, log_jacobian = self.latents(features)
         return self.criterion(latents, log_jacobian)  # type: ignore[attr-defined]
 
+    def raw_anomaly_map(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """The map before smoothing: anomalib's, or :func:`latent_nll_map` when ``map_kind`` says so."""
+        if getattr(self, "map_kind", "anomalib") == "latent_nll":
+            return latent_nll_map(latents, self.input_size)  # type: ignore[attr-defined]
+        return self.anomaly_map_generator(latents)  # type: ignore[attr-defined]
+
     def predict(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The anomaly map (anomalib's, or ``latent_nll_map`` when ``map_kind`` says so) through
         ``map_score`` (smoothing, max / top-k mean), and the nll.
@@ -97,10 +103,6 @@ class LatentMapDetector(DetectorMixin):
         The nll is :func:`gaussian_nll_per_dim` of the latents.
         """
         latents, log_jacobian = self.latents(features)
-        if getattr(self, "map_kind", "anomalib") == "latent_nll":
-            raw_map = latent_nll_map(latents, self.input_size)  # type: ignore[attr-defined]
-        else:
-            raw_map = self.anomaly_map_generator(latents)  # type: ignore[attr-defined]
-        anomaly_map, score = self.map_score(raw_map)  # type: ignore[attr-defined]
+        anomaly_map, score = self.map_score(self.raw_anomaly_map(latents))  # type: ignore[attr-defined]
         total = log_jacobian if isinstance(log_jacobian, torch.Tensor) else sum(log_jacobian)
         return score, gaussian_nll_per_dim(latents, total), anomaly_map
