@@ -9,7 +9,6 @@ distributed mode run the very same batching worker.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,22 +31,18 @@ class Job:
     reply_to: str | None = None  # the API process's reply channel (Redis); None: the reply list
     maps: bool = True  # whether the answer needs the anomaly maps (``map=none``: the worker drops them)
 
-    def to_bytes(self) -> bytes:
-        """Wire format (see ``service.queue.codec``)."""
+    def to_bytes(self, reply_to: str | None = None) -> bytes:
+        """Wire format (see ``service.queue.codec``); ``reply_to``, if given, replaces the job's channel."""
         fields = {
             "request_id": self.request_id,
             "model": self.model,
             "version": self.version,
             "deadline": self.deadline,
             "enqueued": self.enqueued,
-            "reply_to": self.reply_to,
+            "reply_to": self.reply_to if reply_to is None else reply_to,
             "maps": self.maps,
         }
         return codec.encode(fields, {"inputs": self.inputs})
-
-    def with_reply_to(self, channel: str) -> Job:
-        """This job, answered on ``channel``."""
-        return dataclasses.replace(self, reply_to=channel)
 
     @classmethod
     def from_bytes(cls, message: bytes) -> Job:

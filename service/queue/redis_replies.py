@@ -20,13 +20,13 @@ import struct
 import uuid
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.errors import CodecError, QueueFull, QueueUnavailable
 from service.queue.base import Job, Result, await_or_none
+from service.queue.resp import RedisPipe, Subscription
 
 LOG = logging.getLogger("usfad.replies")
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -79,13 +79,11 @@ def unframe(data: bytes) -> list[bytes]:
 
 
 class ReplyListener:
-    """Enqueues jobs with ``redis.asyncio`` and resolves their results from one pub/sub channel."""
+    """Enqueues jobs and resolves their results from one pub/sub channel (``service.queue.resp``)."""
 
-    def __init__(self, url: str, prefix: str, max_connections: int = 64) -> None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=5, socket_connect_timeout=2, socket_keepalive=True
-        )
-        self.client = aioredis.Redis(connection_pool=pool)
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.client = RedisPipe(url)  # every command of this process, pipelined on one connection
         self.prefix = prefix
         self.channel = f"{prefix}:replies:{uuid.uuid4().hex[:16]}"
         self._enqueue_sha = hashlib.sha1(ENQUEUE_BATCH_SCRIPT.encode()).hexdigest()
@@ -110,7 +108,7 @@ class ReplyListener:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.client.aclose()
+        self.client.close()
 
     async def enqueue(self, job: Job, max_depth: int) -> int:
         """Register the waiter, then append ``job`` (naming this channel) if the depth allows it.
@@ -118,7 +116,6 @@ class ReplyListener:
         Enqueues from concurrent requests are sent together: one pipelined round trip (one
         ``EVALSHA`` of the depth-checking script per job) for all that arrived meanwhile.
         """
-        job = job.with_reply_to(self.channel)
         loop = asyncio.get_running_loop()
         self._waiters[job.request_id] = loop.create_future()
         sent: asyncio.Future[int] = loop.create_future()
@@ -158,11 +155,11 @@ class ReplyListener:
         args: list[Any] = []
         for job, max_depth, _ in batch:
             keys.append(f"{self.prefix}:jobs:{job.model}")
-            args += [max_depth, job.request_id, job.to_bytes()]
+            args += [max_depth, job.request_id, job.to_bytes(reply_to=self.channel)]
         try:
-            return await self.client.evalsha(self._enqueue_sha, len(keys), *keys, *args)
+            return await self.client.execute("EVALSHA", self._enqueue_sha, len(keys), *keys, *args)
         except NoScriptError:  # Redis restarted or flushed its scripts: nothing was appended
-            return await self.client.eval(ENQUEUE_BATCH_SCRIPT, len(keys), *keys, *args)
+            return await self.client.execute("EVAL", ENQUEUE_BATCH_SCRIPT, len(keys), *keys, *args)
 
     async def wait(self, request_id: str, timeout_s: float) -> Result | None:
         """The result of an enqueued request, or ``None`` when ``timeout_s`` passes first."""
@@ -177,7 +174,7 @@ class ReplyListener:
 
     async def _stored(self, request_id: str) -> Result | None:
         try:
-            message = await self.client.get(f"{self.prefix}:result:{request_id}")
+            message = await self.client.execute("GET", f"{self.prefix}:result:{request_id}")
         except _UNAVAILABLE as error:
             raise QueueUnavailable(f"Redis does not answer ({error})") from error
         return Result.from_bytes(message) if message is not None else None
@@ -199,7 +196,7 @@ class ReplyListener:
         waiting = [request_id for request_id, future in self._waiters.items() if not future.done()]
         for start in range(0, len(waiting), 500):
             chunk = waiting[start : start + 500]
-            messages = await self.client.mget([f"{self.prefix}:result:{rid}" for rid in chunk])
+            messages = await self.client.execute("MGET", *[f"{self.prefix}:result:{rid}" for rid in chunk])
             for message in messages:
                 if message is not None:
                     self._resolve(message, framed=False)
@@ -207,25 +204,25 @@ class ReplyListener:
     async def _listen(self) -> None:
         backoff = 0.1
         while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            subscription = None
             try:
-                await pubsub.subscribe(self.channel)
+                # Each message is resolved as it is parsed (``_resolve`` runs in the protocol's
+                # ``data_received``): no task wakes up per message.
+                subscription = await Subscription.open(self.url, self.channel, self._resolve)
                 self._subscribed.set()
                 await self._sweep()
                 backoff = 0.1
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if message is not None and message.get("type") == "message":
-                        self._resolve(message["data"])
+                await subscription.wait_closed()
+                raise RedisConnectionError("the reply subscription's connection was lost")
             except asyncio.CancelledError:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                if subscription is not None:
+                    subscription.close()
                 raise
             except (RedisError, OSError) as error:
                 self._subscribed.clear()
                 LOG.warning("reply channel lost (%s); resubscribing in %.1fs", error, backoff)
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                if subscription is not None:
+                    subscription.close()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
