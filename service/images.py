@@ -11,7 +11,9 @@ reduced scale by libjpeg (``Image.draft``), to a size still ``DRAFT_MARGIN`` × 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -157,6 +159,33 @@ _INFERNO_LUT = np.round(
 # zlib level 1: the heat map was the API's largest cost per image at the default level 6, for a
 # PNG about 5% smaller (py-spy, docs/serving-speed.md).
 PNG_COMPRESS_LEVEL = 1
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def rgb_png(pixels: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> bytes:
+    """An 8-bit RGB PNG of ``uint8 [h, w, 3]`` pixels: every row unfiltered, one zlib stream.
+
+    Pillow's encoder tries the five PNG row filters on every row and keeps the best; for a
+    96 × 128 heat map that took 2.0 ms, 60% more than compressing the unfiltered rows, which
+    here also came out smaller (16 KB against 22 KB: the maps' noise defeats the filters).
+    """
+    height, width = pixels.shape[:2]
+    rows = np.empty((height, 1 + 3 * width), dtype=np.uint8)
+    rows[:, 0] = 0  # filter type None
+    rows[:, 1:] = np.ascontiguousarray(pixels, dtype=np.uint8).reshape(height, 3 * width)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, truecolour, no interlace
+    return b"".join(
+        [
+            _PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), level)),
+            _png_chunk(b"IEND", b""),
+        ]
+    )
 
 
 def heatmap_png(anomaly_map: np.ndarray, low: float, high: float) -> bytes:
@@ -164,8 +193,4 @@ def heatmap_png(anomaly_map: np.ndarray, low: float, high: float) -> bytes:
     span = max(high - low, 1e-12)
     unit = (np.asarray(anomaly_map, dtype=np.float32) - low) * np.float32(255.0 / span) + np.float32(0.5)
     levels = np.clip(np.nan_to_num(unit, nan=0.0), 0.0, 255.0).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(_INFERNO_LUT[levels], mode="RGB").save(
-        buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL
-    )
-    return buffer.getvalue()
+    return rgb_png(np.take(_INFERNO_LUT, levels, axis=0))  # ``take``: 4x faster than fancy indexing

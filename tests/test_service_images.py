@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from service.errors import InputError
-from service.images import decode_for_model, decode_image, heatmap_png, resize_for_model, resize_map
+from service.images import (
+    decode_for_model,
+    decode_image,
+    heatmap_png,
+    resize_for_model,
+    resize_map,
+    rgb_png,
+)
 from tests.conftest import MAGNETIC_TILE_DIR, data_path
 from tests.image_support import png_header_only, png_with_rows
 
@@ -101,6 +108,17 @@ def test_heatmap_png_has_the_map_size() -> None:
     assert decoded.format == "PNG" and decoded.size == (40, 30) and decoded.mode == "RGB"
     pixels = np.asarray(decoded)
     assert pixels[0, 0].sum() < pixels[-1, -1].sum()  # cold start, hot end
+
+
+def test_the_hand_written_png_decodes_to_the_colour_table_exactly() -> None:
+    """``rgb_png`` (unfiltered rows, one zlib stream) holds exactly the pixels it was given."""
+    rng = np.random.default_rng(3)
+    for height, width in ((96, 128), (321, 511), (1, 1)):
+        pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        decoded = Image.open(io.BytesIO(rgb_png(pixels)))
+        decoded.load()
+        assert decoded.mode == "RGB" and decoded.size == (width, height)
+        np.testing.assert_array_equal(np.asarray(decoded), pixels)
 
 
 def test_images_over_the_configured_pixel_limit_are_refused(tile: Image.Image) -> None:
