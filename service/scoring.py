@@ -72,6 +72,7 @@ class ScoringService:
         self.catalog = catalog
         self.metrics = metrics
         self.drift = DriftMonitor(metrics.p_value_share)
+        self._depth_gauges: dict[str, Any] = {}
         self.calibrations = CalibrationFiles(settings.model_dir)
 
     def mask_cut(self, model: str, result: Result, verdict: Verdict, rule: Rule) -> float:
@@ -140,7 +141,10 @@ class ScoringService:
         now = time.time()
         job = Job(request_id, model, version, now + timeout, now, inputs, maps=maps)
         depth = await self.queue.enqueue_async(job, self.settings.max_queue_depth)
-        self.metrics.queue_depth.labels(model).set(depth)
+        gauge = self._depth_gauges.get(model)
+        if gauge is None:  # ``labels()`` checks and joins the values on every call: bind once
+            gauge = self._depth_gauges[model] = self.metrics.queue_depth.labels(model)
+        gauge.set(depth)
         result = await self.queue.wait_async(request_id, job.deadline - time.time())
         if result is None:
             raise ServiceError(504, f"no result within the deadline of {timeout:g} s")

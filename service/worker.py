@@ -72,6 +72,7 @@ class BatchingWorker:
         self.settings = settings
         self.metrics = metrics
         self.kinds = kinds
+        self._bound: dict[str, tuple[Any, Any, Any]] = {}
         self.worker_id = settings.worker_id
         self._last_reclaim = time.monotonic()
         self._last_heartbeat = float("-inf")
@@ -247,7 +248,8 @@ class BatchingWorker:
                 done.append((delivery, self._error(delivery, 404, message)))
             else:
                 runnable.append(delivery)
-        self.queue.finish(done, self.settings.result_ttl_s)
+        if done:
+            self.queue.finish(done, self.settings.result_ttl_s)
         if bundle is None or not runnable:
             return
         policy = self.settings.policy(model)
@@ -260,6 +262,18 @@ class BatchingWorker:
             batch.append(delivery)
             batch_rows += _rows(delivery)
         self._compute(bundle, batch)
+
+    def _metrics_of(self, model: str) -> tuple[Any, Any, Any]:
+        """``model``'s compute, batch size and queue wait histograms (bound once: ``labels()`` is slow)."""
+        bound = self._bound.get(model)
+        if bound is None:
+            metrics = self.metrics
+            bound = self._bound[model] = (
+                metrics.compute.labels(model),
+                metrics.batch_size.labels(model),
+                metrics.queue_wait.labels(model),
+            )
+        return bound
 
     def _compute(self, bundle: Any, batch: list[Delivery]) -> None:
         jobs = [delivery.job for delivery in batch]
@@ -283,14 +297,14 @@ class BatchingWorker:
         calibration = bundle.manifest.calibration
         compute_s = time.time() - started
         rows = inputs.shape[0]
-        self.metrics.compute.labels(bundle.name).observe(compute_s)
-        self.metrics.batch_size.labels(bundle.name).observe(rows)
+        compute, batch_size, queue_wait = self._metrics_of(bundle.name)
+        compute.observe(compute_s)
+        batch_size.observe(rows)
         overflow = overflowed(outputs.score, outputs.anomaly_map).astype(np.uint8)
         if overflow.any():
             self.metrics.overflowed.labels(bundle.name).inc(int(overflow.sum()))
         offset = 0
         done: list[tuple[Delivery, Result | None]] = []
-        queue_wait = self.metrics.queue_wait.labels(bundle.name)
         for delivery, job in zip(batch, jobs, strict=True):
             count = job.inputs.shape[0]
             part = slice(offset, offset + count)

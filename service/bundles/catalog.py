@@ -124,7 +124,8 @@ class _Scanned(Generic[T]):
 
     def get(self, name: str) -> T:
         """The loaded item; ``InputError`` for an invalid name, ``ModelNotFound`` for an unknown one."""
-        validate_model_name(name)
+        if type(name) is not str or name not in self._items:  # loaded names are valid (``bundle_dirs``)
+            validate_model_name(name)
         self.refresh()
         try:
             return self._items[name]
