@@ -32,8 +32,8 @@ def test_demo_image_model_trains_and_separates_defects(tmp_path: Path) -> None:
         scores, _, maps = scorer(load_images(category.test, DEMO_SIZE))
     labels = np.array(category.test_labels)
     auroc = 100 * roc_auc_score(labels, scores.numpy())
-    assert auroc > 75, auroc  # measured 90.6
+    assert auroc > 75, auroc  # measured 100.0 (2026-12-02, CPU default with whitening)
     assert auroc == pytest.approx(run["metrics"]["image_auroc"], abs=1e-3)  # the run reports this model
     assert float(scores[labels == 1].median()) > float(scores[labels == 0].median())
-    assert run["metrics"]["pixel_auroc"] > 85  # measured 95.0
+    assert run["metrics"]["pixel_auroc"] > 85  # measured 94.7
     assert maps.shape == (len(category.test), 1, *DEMO_SIZE)
