@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
@@ -28,6 +27,7 @@ from sklearn.metrics import roc_auc_score
 
 from models.image.backbone import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
 from models.image.factory import build_image_detector as build_detector
+from models.image.map_score import latent_nll_map
 from models.image.scorer import ImageScorer
 from training.image.data import load_category, load_images, split_train_validation, typical_geometry
 from training.image.features import extract_features, file_features
@@ -135,7 +135,7 @@ def loss_fn(m, idx):
     return m.loss([f[idx.long()] for f in feats])
 
 
-det.initialise([f[ti] for f in feats])
+det.initialise([f[:n_train] for f in feats])
 fam = FAMILY_DEFAULTS[a.family]["cpu"]
 lr = a.lr or fam["lr"]
 settings.lr = lr
@@ -177,16 +177,7 @@ def maps_of(fs):
         out["own"].append(m)
         if a.family in ("fastflow", "uflow"):
             z, _ = det.latents(part)
-            nl = torch.stack(
-                [
-                    F.interpolate(
-                        0.5 * zz.pow(2).mean(1, keepdim=True), size=size, mode="bilinear", align_corners=False
-                    )
-                    for zz in z
-                ],
-                -1,
-            ).mean(-1)
-            out["nll"].append(nl)
+            out["nll"].append(latent_nll_map(z, size))
     return {k: torch.cat(v) for k, v in out.items() if v}
 
 

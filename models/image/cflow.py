@@ -101,11 +101,13 @@ class USCflowModel(DetectorMixin, CflowModel):
             for whitening, feature in zip(self.whitenings, features, strict=True):
                 whitening.fit(feature)
 
-    def _fibres(self, index: int, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _fibres(
+        self, index: int, feature: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Fibres ``[N·h·w, C]`` (whitened, if enabled), positional conditions ``[N·h·w, P]`` and
-        the whitening's ``log det W_p`` per fibre ``[N·h·w]`` (zeros without whitening)."""
+        the whitening's ``log det W_p`` per fibre ``[N·h·w]`` (``None`` without whitening)."""
         batch, channels = feature.shape[:2]
-        position_log_det = feature.new_zeros(batch * feature.shape[2] * feature.shape[3])
+        position_log_det = None
         if self.whitenings is not None:
             feature, _ = self.whitenings[index](feature)
             position_log_det = (
@@ -117,10 +119,15 @@ class USCflowModel(DetectorMixin, CflowModel):
         return fibres, conditions, position_log_det
 
     def _log_prob_per_dim(
-        self, index: int, fibres: torch.Tensor, conditions: torch.Tensor, position_log_det: torch.Tensor
+        self,
+        index: int,
+        fibres: torch.Tensor,
+        conditions: torch.Tensor,
+        position_log_det: torch.Tensor | None,
     ) -> torch.Tensor:
         z, log_jacobian = self.decoders[index](fibres, [conditions])
-        log_jacobian = log_jacobian + position_log_det
+        if position_log_det is not None:
+            log_jacobian = log_jacobian + position_log_det
         if self.channel_scales is not None:
             z, scale_jacobian = self.channel_scales[index](z)
             log_jacobian = log_jacobian + scale_jacobian
@@ -133,11 +140,9 @@ class USCflowModel(DetectorMixin, CflowModel):
             fibres, conditions, position_log_det = self._fibres(index, feature)
             if self.training:  # a random subset of fibres per step, as anomalib's fibre batches
                 chosen = torch.randperm(fibres.shape[0], device=fibres.device)[: self.fibers_per_step]
-                fibres, conditions, position_log_det = (
-                    fibres[chosen],
-                    conditions[chosen],
-                    position_log_det[chosen],
-                )
+                fibres, conditions = fibres[chosen], conditions[chosen]
+                if position_log_det is not None:
+                    position_log_det = position_log_det[chosen]
             log_prob = self._log_prob_per_dim(index, fibres, conditions, position_log_det)
             total = total + (-F.logsigmoid(log_prob)).mean()
         return total

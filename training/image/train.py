@@ -323,7 +323,7 @@ def train_image_run(
         rows = index.long().to(features[0].device)
         return module.loss([f[rows] for f in features])
 
-    detector.initialise([f[train_index.to(f.device)] for f in features])
+    detector.initialise([f[:n_train] for f in features])  # the training rows come first
     config = FitConfig.from_settings(settings, seed=seed, monitor="val")
 
     def log_epoch(epoch: int, train_loss: float, val_loss: float | None) -> None:
