@@ -10,12 +10,14 @@ from PIL import Image
 
 from service.errors import InputError
 from service.images import (
+    INFERNO_LUT,
     decode_for_model,
     decode_image,
+    heat_levels,
     heatmap_png,
+    palette_png,
     resize_for_model,
     resize_map,
-    rgb_png,
 )
 from tests.conftest import MAGNETIC_TILE_DIR, data_path
 from tests.image_support import png_header_only, png_with_rows
@@ -105,20 +107,29 @@ def test_resize_round_trip_keeps_alignment() -> None:
 def test_heatmap_png_has_the_map_size() -> None:
     values = np.linspace(0, 1, 30 * 40, dtype=np.float32).reshape(30, 40)
     decoded = Image.open(io.BytesIO(heatmap_png(values, 0.0, 1.0)))
-    assert decoded.format == "PNG" and decoded.size == (40, 30) and decoded.mode == "RGB"
-    pixels = np.asarray(decoded)
+    assert decoded.format == "PNG" and decoded.size == (40, 30) and decoded.mode == "P"
+    pixels = np.asarray(decoded.convert("RGB"))
     assert pixels[0, 0].sum() < pixels[-1, -1].sum()  # cold start, hot end
+    levels = np.asarray(decoded)  # the palette index is the level of the value
+    assert levels[0, 0] == 0 and levels[-1, -1] == 255 and np.all(np.diff(levels.ravel()) >= 0)
 
 
-def test_the_hand_written_png_decodes_to_the_colour_table_exactly() -> None:
-    """``rgb_png`` (unfiltered rows, one zlib stream) holds exactly the pixels it was given."""
+def test_the_hand_written_png_decodes_to_its_levels_and_colours_exactly() -> None:
+    """``palette_png`` (Sub-filtered rows, one zlib stream) holds exactly the levels it was given,
+    in the colours of the inferno table."""
     rng = np.random.default_rng(3)
-    for height, width in ((96, 128), (321, 511), (1, 1)):
-        pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-        decoded = Image.open(io.BytesIO(rgb_png(pixels)))
+    for height, width in ((96, 128), (321, 511), (1, 1), (2, 1)):
+        levels = rng.integers(0, 256, size=(height, width), dtype=np.uint8)
+        decoded = Image.open(io.BytesIO(palette_png(levels)))
         decoded.load()
-        assert decoded.mode == "RGB" and decoded.size == (width, height)
-        np.testing.assert_array_equal(np.asarray(decoded), pixels)
+        assert decoded.mode == "P" and decoded.size == (width, height)
+        np.testing.assert_array_equal(np.asarray(decoded), levels)
+        np.testing.assert_array_equal(np.asarray(decoded.convert("RGB")), INFERNO_LUT[levels])
+
+
+def test_heat_levels_clip_and_send_nan_to_the_coldest_level() -> None:
+    values = np.array([[-1.0, 0.0, 0.5, 1.0, 2.0, np.nan]], dtype=np.float32)
+    np.testing.assert_array_equal(heat_levels(values, 0.0, 1.0), [[0, 0, 128, 255, 255, 0]])
 
 
 def test_images_over_the_configured_pixel_limit_are_refused(tile: Image.Image) -> None:
