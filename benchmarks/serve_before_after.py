@@ -14,8 +14,10 @@ temporary worktree)::
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,24 @@ def _measure(executor: Any, args: argparse.Namespace, target: dict[str, Any], sp
     return result
 
 
+def bundles_without_calibration(model_dir: Path) -> Path:
+    """A copy of ``model_dir`` whose manifests name no calibration file, for a version that
+    predates them (it refuses a bundle listing a file it does not know). Scores are unchanged;
+    the older version answers without p-values, as it always did."""
+    copy = Path(tempfile.mkdtemp(prefix="usfad-before-bundles-"))
+    for bundle_dir in sorted(path for path in model_dir.iterdir() if (path / "manifest.json").is_file()):
+        manifest = json.loads((bundle_dir / "manifest.json").read_text())
+        calibration = (manifest.pop("calibration", None) or {}).get("file")
+        files = manifest["files"]
+        manifest["files"] = {name: digest for name, digest in files.items() if name != calibration}
+        target = copy / bundle_dir.name
+        target.mkdir()
+        for name in manifest["files"]:
+            shutil.copy2(bundle_dir / name, target / name)
+        (target / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return copy
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     bench.add_arguments(parser)
@@ -54,7 +74,16 @@ def main() -> int:
         metavar="MODULE",
         help="hide an installed module from the older version (e.g. hiredis, which it did not have)",
     )
+    parser.add_argument(
+        "--before-without-calibration",
+        action="store_true",
+        help="serve the older version a copy of the bundles without their calibration files "
+        "(for a version from before calibrated verdicts, which refuses them)",
+    )
     args = parser.parse_args()
+    before_model_dir = None
+    if args.before_without_calibration:
+        before_model_dir = bundles_without_calibration(args.model_dir)
     bundle = load_bundle(args.model_dir / args.model, device="cpu", threads=args.ort_threads)
     spec = bench.build_request(args, bundle.manifest)
     hidden = tempfile.mkdtemp(prefix="usfad-hidden-")
@@ -66,7 +95,8 @@ def main() -> int:
     rows = []
     try:
         for name, port, source in (("after", args.port, None), ("before", args.before_port, args.before_src)):
-            spawn_args = argparse.Namespace(**{**vars(args), "port": port})
+            model_dir = before_model_dir if source is not None and before_model_dir else args.model_dir
+            spawn_args = argparse.Namespace(**{**vars(args), "port": port, "model_dir": model_dir})
             path = (hidden,) if source is not None else ()
             started, url, metrics, roles = bench._spawn(spawn_args, source=source, tag=name, path=path)
             processes += started
@@ -77,7 +107,7 @@ def main() -> int:
         executor = ProcessPoolExecutor(args.client_processes, mp_context=multiprocessing.get_context("spawn"))
         for url in [target["url"] for target in targets.values()]:
             bench._drive_processes(executor, args.client_processes, url, spec, 4 * args.client_processes, 1.0)
-        for level in (int(item) for item in args.concurrency.split(",")):
+        for level in [int(item) for item in args.concurrency.split(",")] * max(1, args.rounds):
             row: dict[str, Any] = {"concurrency": level}
             for name in ("before", "after"):
                 row[name] = _measure(executor, args, targets[name], spec, level)
@@ -113,6 +143,9 @@ def _print(args: argparse.Namespace, spec: Any, kind: str, rows: list[dict[str, 
     print("|---:|---:|---:|---:|---|---|---|---|---:|---:|---|")
     for row in rows:
         b, a, f = row["before"], row["after"], row["floor"]
+        for name, measured in (("before", b), ("after", a), ("floor", f)):
+            if not measured["rows_per_s"]:
+                sys.exit(f"{name} answered no request at concurrency {row['concurrency']}: see its log above")
         per = spec.items
         print(
             f"| {row['concurrency']} | {b['rows_per_s']:.0f} | {a['rows_per_s']:.0f} "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -47,6 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", default="1,4,16,64", help="comma-separated client counts")
     parser.add_argument("--rows-per-request", type=int, default=1)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per concurrency level")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="drive the levels this many times in turn (8, 32, 64, 8, 32, 64 ...) and summarise each "
+        "level's throughput as median and range: whether it falls as concurrency rises, beyond the "
+        "round-to-round spread",
+    )
     parser.add_argument("--max-batch", type=int, default=64, help="workers' max batch (with --spawn)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0, help="workers' max delay (with --spawn)")
     parser.add_argument(
@@ -481,7 +490,8 @@ def main(args: argparse.Namespace) -> int:
             _drive_processes(executor, args.client_processes, target, spec, 4 * args.client_processes, 1.0)
         peak_batch, peak = _peak_direct(bundle, spec, args.max_batch)
         results = []
-        for concurrency in (int(item) for item in args.concurrency.split(",")):
+        round_levels = [int(item) for item in args.concurrency.split(",")]
+        for index, concurrency in enumerate(round_levels * max(1, args.rounds)):
             before = _batch_totals(metrics_urls, args.model)
             cpu_before = _cpu_all(roles)
             level = _level(executor, args, url, spec, concurrency)
@@ -497,6 +507,7 @@ def main(args: argparse.Namespace) -> int:
             results.append(
                 {
                     "concurrency": concurrency,
+                    "round": index // len(round_levels),
                     **level,
                     "mean_batch": mean_batch,
                     "direct_rows_per_s": direct,
@@ -519,9 +530,34 @@ def main(args: argparse.Namespace) -> int:
         if args.spawn == "redis":
             _delete_keys(args.redis_url, f"usfad-bench-{os.getpid()}")
     _print_table(args, spec, bundle.manifest.kind, results, memory)
+    if args.rounds > 1:
+        print(throughput_by_level(results, "rows" if bundle.manifest.kind == "tabular" else "img"))
     if args.json_out:
         args.json_out.write_text(json.dumps({"results": results, "rss_mb": memory}, indent=2))
     return 0
+
+
+def throughput_by_level(results: list[dict[str, Any]], unit: str) -> str:
+    """Each level's service throughput over the rounds (median, min–max), and the falls.
+
+    A level *falls* when its median is below the lowest throughput any round measured at the
+    level before it: a drop larger than the round-to-round spread, not one run's noise.
+    """
+    by_level: dict[int, list[float]] = {}
+    for result in results:
+        by_level.setdefault(result["concurrency"], []).append(result["rows_per_s"])
+    cells, falls, previous = [], [], None
+    for concurrency, rates in by_level.items():
+        median = statistics.median(rates)
+        cells.append(f"{concurrency}: {median:.0f} ({min(rates):.0f}–{max(rates):.0f})")
+        if previous is not None and median < min(previous[1]):
+            change = median / statistics.median(previous[1]) - 1
+            falls.append(f"{previous[0]} → {concurrency} ({change:+.1%})")
+        previous = (concurrency, rates)
+    rounds = max(len(rates) for rates in by_level.values())
+    verdict = "falls beyond the spread: " + (", ".join(falls) if falls else "none")
+    summary = f"service {unit}/s by concurrency over {rounds} rounds, median (min–max): " + "; ".join(cells)
+    return f"\n{summary}\n{verdict}"
 
 
 def _print_table(

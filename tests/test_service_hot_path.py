@@ -3,7 +3,8 @@
 - ``parse_tabular_request`` checks plainly valid small fields by hand and leaves the rest to
   pydantic: both must give the same call for valid bodies, and pydantic's error otherwise;
 - batch replies are length-framed: framing round-trips, and a cut message is refused;
-- ``usfad bench serve`` builds image requests whose multipart body carries the file unchanged;
+- ``usfad bench serve`` builds image requests whose multipart body carries the file unchanged,
+  and calls a level's throughput a fall only beyond the round-to-round spread;
 - the drift gauges, kept up to date by counting, equal the mean over the window.
 """
 
@@ -19,7 +20,7 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry, Gauge
 
-from service.bench import _image_bytes, build_request
+from service.bench import _image_bytes, build_request, throughput_by_level
 from service.calibration import DRIFT_LEVELS
 from service.drift import DriftMonitor
 from service.errors import CodecError
@@ -93,6 +94,20 @@ def test_bench_multipart_request_carries_the_image_unchanged(tmp_path: Path) -> 
     manifest = argparse.Namespace(kind="tabular", features=4)
     rows = json.loads(build_request(tabular, manifest).body)["rows"]
     assert len(rows) == 2 and all(len(row) == 4 for row in rows)
+
+
+def test_bench_calls_a_fall_only_beyond_the_spread_of_the_rounds() -> None:
+    def results(rates: dict[int, list[float]]) -> list[dict]:
+        rounds = zip(*rates.values(), strict=True)
+        return [
+            {"concurrency": c, "rows_per_s": r} for row in rounds for c, r in zip(rates, row, strict=True)
+        ]
+
+    flat = {8: [100, 110, 120], 32: [105, 118, 101], 64: [104, 99, 108]}
+    within = throughput_by_level(results(flat), "img")
+    assert "over 3 rounds" in within and "8: 110 (100–120)" in within and within.endswith("spread: none")
+    beyond = throughput_by_level(results({8: [100, 110, 120], 32: [90, 95, 99], 64: [96, 94, 97]}), "img")
+    assert beyond.endswith("spread: 8 → 32 (-13.6%)")  # 95 < 100, the lowest round at 8
 
 
 def test_drift_counts_equal_the_mean_over_the_window() -> None:
