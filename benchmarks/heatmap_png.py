@@ -35,10 +35,10 @@ from PIL import Image
 from service.images import (
     INFERNO_LUT,
     PNG_COMPRESS_LEVEL,
-    _png_chunk,
     decode_for_model,
     heat_levels,
     heatmap_png,
+    png_chunk,
     resize_map,
 )
 
@@ -50,7 +50,7 @@ def rgb_png_unfiltered(pixels: np.ndarray) -> bytes:
     rows[:, 1:] = pixels.reshape(height, 3 * width)
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(rows.tobytes(), PNG_COMPRESS_LEVEL)
-    chunks = [_png_chunk(b"IHDR", header), _png_chunk(b"IDAT", idat), _png_chunk(b"IEND", b"")]
+    chunks = [png_chunk(b"IHDR", header), png_chunk(b"IDAT", idat), png_chunk(b"IEND", b"")]
     return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
 
 

@@ -163,11 +163,12 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_FILTER_SUB = 1  # each byte stored as its difference to the byte on its left (mod 256)
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC-32 of type and data."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-_INFERNO_PLTE = _png_chunk(b"PLTE", INFERNO_LUT.tobytes())
+_INFERNO_PLTE = png_chunk(b"PLTE", INFERNO_LUT.tobytes())
 
 
 def palette_png(levels: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> bytes:
@@ -191,10 +192,10 @@ def palette_png(levels: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> bytes:
     return b"".join(
         [
             _PNG_SIGNATURE,
-            _png_chunk(b"IHDR", header),
+            png_chunk(b"IHDR", header),
             _INFERNO_PLTE,
-            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), level)),
-            _png_chunk(b"IEND", b""),
+            png_chunk(b"IDAT", zlib.compress(rows.tobytes(), level)),
+            png_chunk(b"IEND", b""),
         ]
     )
 
