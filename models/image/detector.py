@@ -7,11 +7,12 @@ trainable head that works on those features (``loss`` for training, ``predict`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from models.image.map_score import latent_nll_map
+from models.image.map_score import MAP_KINDS, MapScore, latent_nll_map
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -80,6 +81,22 @@ class LatentMapDetector(DetectorMixin):
     ``criterion(latents, log_det)`` and ``anomaly_map_generator(latents)``.
     """
 
+    def set_scoring(
+        self,
+        input_size: Sequence[int],
+        flow: str,
+        map_sigma: float,
+        score_top_fraction: float,
+        map_kind: str,
+    ) -> None:
+        """What both families set first: the map kind (checked), input size, flow kind and map scoring."""
+        if map_kind not in MAP_KINDS:
+            raise ValueError(f"map_kind must be one of {MAP_KINDS}, got {map_kind!r}")
+        self.map_kind = map_kind
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.flow_kind = flow
+        self.map_score = MapScore(self.input_size, map_sigma, score_top_fraction)
+
     def latents(
         self, features: list[torch.Tensor]
     ) -> tuple[list[torch.Tensor], torch.Tensor | list[torch.Tensor]]:
@@ -92,7 +109,7 @@ class LatentMapDetector(DetectorMixin):
 
     def raw_anomaly_map(self, latents: list[torch.Tensor]) -> torch.Tensor:
         """The map before smoothing: anomalib's, or :func:`latent_nll_map` when ``map_kind`` says so."""
-        if getattr(self, "map_kind", "anomalib") == "latent_nll":
+        if self.map_kind == "latent_nll":
             return latent_nll_map(latents, self.input_size)  # type: ignore[attr-defined]
         return self.anomaly_map_generator(latents)  # type: ignore[attr-defined]
 

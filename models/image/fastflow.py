@@ -23,7 +23,6 @@ from torch import nn
 from models.image.backbone import BackboneSpec, create_feature_extractor
 from models.image.detector import LatentMapDetector
 from models.image.flow_blocks import ChannelScale, block_for, uses_channel_scale
-from models.image.map_score import MAP_KINDS, MapScore
 from models.image.position_gaussian import PADIM_SHRINKAGE, build_whitenings
 
 
@@ -53,12 +52,7 @@ class USFastflowModel(LatentMapDetector, FastflowModel):
         map_kind: str = "anomalib",
     ) -> None:
         nn.Module.__init__(self)
-        if map_kind not in MAP_KINDS:
-            raise ValueError(f"map_kind must be one of {MAP_KINDS}, got {map_kind!r}")
-        self.map_kind = map_kind
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.flow_kind = flow
-        self.map_score = MapScore(self.input_size, map_sigma, score_top_fraction)
+        self.set_scoring(input_size, flow, map_sigma, score_top_fraction, map_kind)
         self.feature_extractor = create_feature_extractor(backbone or BackboneSpec(), out_indices)
         channels = self.feature_extractor.feature_info.channels()
         scales = self.feature_extractor.feature_info.reduction()

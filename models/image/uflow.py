@@ -23,7 +23,6 @@ from torch import nn
 from models.image.backbone import MCAIT, BackboneSpec, create_feature_extractor
 from models.image.detector import LatentMapDetector
 from models.image.flow_blocks import ChannelScale, block_for, uses_channel_scale
-from models.image.map_score import MAP_KINDS, MapScore
 from models.image.mcait import OfflineMCaitFeatureExtractor, check_mcait_input_size
 from models.image.position_gaussian import PADIM_SHRINKAGE, build_whitenings
 
@@ -81,12 +80,7 @@ class USUflowModel(LatentMapDetector, UflowModel):
         map_kind: str = "anomalib",
     ) -> None:
         nn.Module.__init__(self)
-        if map_kind not in MAP_KINDS:
-            raise ValueError(f"map_kind must be one of {MAP_KINDS}, got {map_kind!r}")
-        self.map_kind = map_kind
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.flow_kind = flow
-        self.map_score = MapScore(self.input_size, map_sigma, score_top_fraction)
+        self.set_scoring(input_size, flow, map_sigma, score_top_fraction, map_kind)
         self.affine_clamp = affine_clamp
         self.affine_subnet_channels_ratio = affine_subnet_channels_ratio
         self.permute_soft = False
