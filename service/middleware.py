@@ -10,7 +10,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import BodyTooLarge
-from service.metrics import ApiMetrics
+from service.metrics import ApiMetrics, BoundChildren
 
 OPEN_PATHS = ("/health/live", "/health/ready")  # answered without a bearer token
 
@@ -98,10 +98,9 @@ class RequestMetrics:
         self.app = app
         self.metrics = metrics
         self.paths = paths
-        # Bound children per label values (``labels()`` checks and joins them on every call);
-        # the values are bounded: paths, validated model names or "-", HTTP statuses.
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._timers: dict[tuple[str, str], Any] = {}
+        # Label values are bounded: paths, validated model names or "-", HTTP statuses.
+        self._requests = BoundChildren(metrics.requests)
+        self._latency = BoundChildren(metrics.latency)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -122,16 +121,8 @@ class RequestMetrics:
         finally:
             self.metrics.in_flight.dec()
             model = scope.get("state", {}).get("model", "-")
-            code = status["code"]
-            counter = self._counters.get((path, model, code))
-            if counter is None:
-                counter = self.metrics.requests.labels(path, model, str(code))
-                self._counters[(path, model, code)] = counter
-            counter.inc()
-            timer = self._timers.get((path, model))
-            if timer is None:
-                timer = self._timers[(path, model)] = self.metrics.latency.labels(path, model)
-            timer.observe(time.perf_counter() - started)
+            self._requests(path, model, str(status["code"])).inc()
+            self._latency(path, model).observe(time.perf_counter() - started)
 
 
 class BearerAuth:

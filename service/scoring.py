@@ -20,7 +20,7 @@ from service.errors import CalibrationError, InputError, ServiceError
 from service.images import decode_for_model, heatmap_png, open_image, resize_map
 from service.inputs import validate_tabular_rows
 from service.masks import CalibrationFiles, check_mask, mask_answer
-from service.metrics import ApiMetrics
+from service.metrics import ApiMetrics, BoundChildren
 from service.queue.base import Job, Result, WorkQueue
 from service.schemas import MapFormat
 from service.settings import Settings
@@ -72,7 +72,7 @@ class ScoringService:
         self.catalog = catalog
         self.metrics = metrics
         self.drift = DriftMonitor(metrics.p_value_share)
-        self._depth_gauges: dict[str, Any] = {}
+        self._queue_depth = BoundChildren(metrics.queue_depth)
         self.calibrations = CalibrationFiles(settings.model_dir)
 
     def mask_cut(self, model: str, result: Result, verdict: Verdict, rule: Rule) -> float:
@@ -141,10 +141,7 @@ class ScoringService:
         now = time.time()
         job = Job(request_id, model, version, now + timeout, now, inputs, maps=maps)
         depth = await self.queue.enqueue_async(job, self.settings.max_queue_depth)
-        gauge = self._depth_gauges.get(model)
-        if gauge is None:  # ``labels()`` checks and joins the values on every call: bind once
-            gauge = self._depth_gauges[model] = self.metrics.queue_depth.labels(model)
-        gauge.set(depth)
+        self._queue_depth(model).set(depth)
         result = await self.queue.wait_async(request_id, job.deadline - time.time())
         if result is None:
             raise ServiceError(504, f"no result within the deadline of {timeout:g} s")

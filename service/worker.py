@@ -28,7 +28,7 @@ import numpy as np
 
 from service.bundles.catalog import BundleCatalog
 from service.errors import InputError, QueueUnavailable
-from service.metrics import WorkerMetrics
+from service.metrics import BoundChildren, WorkerMetrics
 from service.queue.base import Delivery, Result, WorkQueue
 from service.settings import Settings
 from service.verdict import overflowed
@@ -72,7 +72,9 @@ class BatchingWorker:
         self.settings = settings
         self.metrics = metrics
         self.kinds = kinds
-        self._bound: dict[str, tuple[Any, Any, Any]] = {}
+        self._compute_s = BoundChildren(metrics.compute)
+        self._batch_size = BoundChildren(metrics.batch_size)
+        self._queue_wait = BoundChildren(metrics.queue_wait)
         self.worker_id = settings.worker_id
         self._last_reclaim = time.monotonic()
         self._last_heartbeat = float("-inf")
@@ -263,18 +265,6 @@ class BatchingWorker:
             batch_rows += _rows(delivery)
         self._compute(bundle, batch)
 
-    def _metrics_of(self, model: str) -> tuple[Any, Any, Any]:
-        """``model``'s compute, batch size and queue wait histograms (bound once: ``labels()`` is slow)."""
-        bound = self._bound.get(model)
-        if bound is None:
-            metrics = self.metrics
-            bound = self._bound[model] = (
-                metrics.compute.labels(model),
-                metrics.batch_size.labels(model),
-                metrics.queue_wait.labels(model),
-            )
-        return bound
-
     def _compute(self, bundle: Any, batch: list[Delivery]) -> None:
         jobs = [delivery.job for delivery in batch]
         started = time.time()
@@ -297,9 +287,9 @@ class BatchingWorker:
         calibration = bundle.manifest.calibration
         compute_s = time.time() - started
         rows = inputs.shape[0]
-        compute, batch_size, queue_wait = self._metrics_of(bundle.name)
-        compute.observe(compute_s)
-        batch_size.observe(rows)
+        self._compute_s(bundle.name).observe(compute_s)
+        self._batch_size(bundle.name).observe(rows)
+        queue_wait = self._queue_wait(bundle.name)
         overflow = overflowed(outputs.score, outputs.anomaly_map).astype(np.uint8)
         if overflow.any():
             self.metrics.overflowed.labels(bundle.name).inc(int(overflow.sum()))

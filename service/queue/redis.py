@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import hiredis
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
@@ -29,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from service.errors import CodecError, QueueFull, QueueUnavailable
 from service.queue.base import Delivery, Job, Result
 from service.queue.redis_replies import ENQUEUE_SCRIPT, ReplyListener, frame
+from service.queue.resp import pack
 
 GROUP = "workers"
 T = TypeVar("T")
@@ -129,7 +129,7 @@ class RedisStreamQueue:
         if connection is None:
             connection = self._local.connection = self.client.connection_pool.make_connection()
         try:
-            connection.send_packed_command([hiredis.pack_command(args)], check_health=False)
+            connection.send_packed_command([pack(*args)], check_health=False)
             return connection.read_response()
         except ResponseError:  # an error reply: the connection is fine
             raise
