@@ -113,7 +113,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 CPU_SCORING = {"map_sigma": 4.0, "score_top_fraction": 0.01}
 # CPU profile, every family and both flow kinds: the flow's first layer is PaDiM's per-position
 # Gaussian, fitted in closed form on the training features (models.image.position_gaussian; an
-# affine map with a constant log-det, so a `usf` flow stays uniformly scaling). FastFlow and
+# affine map with a constant log-det, so a `usf` flow stays uniformly scaling).
 # FastFlow takes its map from the flow's per-position latent NLL (models.image.map_score): on the
 # selection set +1.0 image AUROC over anomalib's map; for U-Flow it cost 1.2 pixel AUROC, so
 # U-Flow keeps anomalib's (docs/image-benchmark.md).
